@@ -1,0 +1,80 @@
+"""Convolution building blocks shared by every family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+ActFactory = Callable[[], nn.Module] | None
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to a multiple of ``divisor`` without going more than 10% below it.
+
+    Hardware and the reference implementations of MobileNetV2/V3 and EfficientNet round widths
+    this way, so parameter counts only match the papers when we do the same.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class ConvBnAct(nn.Sequential):
+    """Conv2d (no bias) -> BatchNorm2d -> optional activation, with 'same' padding for odd kernels."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        act: ActFactory = nn.ReLU,
+        bn_eps: float = 1e-5,
+    ) -> None:
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_chs, out_chs, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(out_chs, eps=bn_eps),
+        ]
+        if act is not None:
+            layers.append(act())
+        super().__init__(*layers)
+        self.out_chs = out_chs
+
+
+class DepthwiseSeparable(nn.Sequential):
+    """MobileNetV1's block: a 3x3 depthwise conv-bn-act then a 1x1 pointwise conv-bn-act.
+
+    It costs ``1/N + 1/k^2`` of a standard k x k convolution with N outputs.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, kernel_size: int = 3,
+                 act: ActFactory = nn.ReLU) -> None:
+        super().__init__(
+            ConvBnAct(in_chs, in_chs, kernel_size, stride, groups=in_chs, act=act),
+            ConvBnAct(in_chs, out_chs, 1, act=act),
+        )
+        self.out_chs = out_chs
+
+
+def init_weights(module: nn.Module) -> None:
+    """The initialisation the MobileNet/EfficientNet papers' reference code uses.
+
+    Convolutions: He normal (fan-out); BatchNorm: identity; Linear: small normal; biases zero.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+

@@ -1,0 +1,161 @@
+"""The interface every lightnets model answers: stages, features, head, classifier reset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import LightnetsError
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One stage's output: its channels, its stride relative to the input, and its module name."""
+
+    channels: int
+    stride: int
+    module: str
+
+
+def check_num_classes(num_classes: int) -> None:
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise LightnetsError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+
+
+def check_in_chans(in_chans: int) -> None:
+    if not isinstance(in_chans, int) or in_chans < 1:
+        raise LightnetsError(f"in_chans must be an integer >= 1, got {in_chans!r}")
+
+
+def check_multiplier(name: str, value: float) -> None:
+    if not value > 0:
+        raise LightnetsError(f"{name} must be > 0, got {value!r}")
+
+
+class ClassifierHead(nn.Module):
+    """Global average pool, optional 1x1 'head' layer (MobileNetV3's efficient last stage), dropout, linear.
+
+    ``reset_classifier`` swaps only ``fc`` so a pretrained head layer is kept.
+    """
+
+    def __init__(self, in_chs: int, num_classes: int, drop_rate: float = 0.0,
+                 hidden_chs: int = 0, hidden_act: type[nn.Module] = nn.Hardswish) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        if hidden_chs > 0:
+            # A 1x1 conv with bias on the pooled 1x1 map: the same as a linear layer, kept a conv as in the paper.
+            self.hidden = nn.Sequential(nn.Conv2d(in_chs, hidden_chs, 1), hidden_act())
+            self.num_features = hidden_chs
+        else:
+            self.hidden = nn.Identity()
+            self.num_features = in_chs
+        self.flatten = nn.Flatten(1)
+        self.dropout = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.dropout(self.flatten(self.hidden(self.pool(x))))
+        return x if pre_logits else self.fc(x)
+
+
+class LightNet(nn.Module):
+    """Base class: a ``stem``, a list of ``stages`` (each ends at a new stride), an optional
+    ``final`` layer on the last stage (a 1x1 conv, say) and a ``head``.
+
+    Subclasses build those four attributes and ``feature_info``; this class supplies the
+    shared API (timm-style) so training, benchmarking and detection treat every family alike.
+    """
+
+    stem: nn.Module
+    stages: nn.ModuleList
+    final: nn.Module
+    head: ClassifierHead
+    feature_info: list[FeatureInfo]
+
+    def __init__(self, num_classes: int, in_chans: int) -> None:
+        check_num_classes(num_classes)
+        check_in_chans(in_chans)
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+
+    @property
+    def total_stride(self) -> int:
+        return self.feature_info[-1].stride
+
+    @property
+    def num_features(self) -> int:
+        """Width of the vector the classifier sees."""
+        return self.head.num_features
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Reject inputs of the wrong rank, channels, or too small for the network's total stride."""
+        if x.ndim != 4:
+            raise LightnetsError(f"expected a 4-D batch (N, C, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise LightnetsError(f"expected {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+        if min(x.shape[2], x.shape[3]) < self.total_stride:
+            raise LightnetsError(
+                f"input {x.shape[2]}x{x.shape[3]} is too small for {type(self).__name__}: its total stride is "
+                f"{self.total_stride}, so height and width must be at least {self.total_stride}"
+            )
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage (strides as in ``feature_info``), for a detection neck."""
+        self.check_input(x)
+        x = self.stem(x)
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map before pooling (after the final 1x1 layer where there is one)."""
+        return self.final(self.forward_stages(x)[-1])
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Linear:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the last linear layer with a freshly initialised one for ``num_classes`` classes."""
+        check_num_classes(num_classes)
+        fc = nn.Linear(self.head.num_features, num_classes)
+        nn.init.normal_(fc.weight, 0.0, 0.01)
+        nn.init.zeros_(fc.bias)
+        self.head.fc = fc.to(self.head.fc.weight.device, self.head.fc.weight.dtype)
+        self.num_classes = num_classes
+
+
+def build_stages(
+    blocks: list[tuple[nn.Module, int, bool]], stem_chs: int, stem_stride: int
+) -> tuple[nn.ModuleList, list[FeatureInfo]]:
+    """Group ``(block, stride, starts_stage)`` triples into stages and describe each stage's output.
+
+    ``starts_stage`` follows the paper's layout (a new stage where the ImageNet network downsamples),
+    so a CIFAR variant that drops a stride keeps the same stages, only with smaller strides.
+    """
+    groups: list[list[nn.Module]] = []
+    strides: list[int] = []
+    channels: list[int] = []
+    stride, chs = stem_stride, stem_chs
+    for block, block_stride, starts_stage in blocks:
+        if starts_stage or not groups:
+            groups.append([])
+            strides.append(stride)
+            channels.append(chs)
+        stride *= block_stride
+        chs = block.out_chs
+        groups[-1].append(block)
+        strides[-1], channels[-1] = stride, chs
+    stages = nn.ModuleList(nn.Sequential(*g) for g in groups)
+    info = [FeatureInfo(c, s, f"stages.{i}") for i, (c, s) in enumerate(zip(channels, strides, strict=True))]
+    return stages, info
