@@ -83,12 +83,17 @@ def test_num_classes_and_in_chans(name, num_classes, in_chans):
     assert model.num_classes == num_classes and model.in_chans == in_chans
 
 
-def test_cifar_variants_end_at_4x4():
+# CIFAR variants whose source experiment does not end at 4x4 (their docstrings say why): final map side at 32x32.
+CIFAR_FINAL_SIZE = {"vovnet27_slim_cifar": 2, "vovnet39_cifar": 2, "vovnet57_cifar": 2}
+
+
+def test_cifar_variants_final_map_size():
     for name in lightnets.list_models("*_cifar"):
         model = lightnets.create_model(name).eval()
         with torch.no_grad():
             feats = model.forward_features(torch.randn(1, 3, 32, 32))
-        assert feats.shape[-2:] == (4, 4), name
+        side = CIFAR_FINAL_SIZE.get(name, 4)
+        assert feats.shape[-2:] == (side, side), name
         assert model.num_classes == 10
 
 
@@ -120,7 +125,7 @@ def test_unknown_model_suggests_close_names():
     with pytest.raises(lightnets.LightnetsError, match=expected):
         lightnets.create_model("mobilnetv3")
     with pytest.raises(lightnets.LightnetsError, match="run `lightnets models`"):
-        lightnets.model_info("resnet50")
+        lightnets.model_info("vgg16")
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -1,6 +1,6 @@
 """The model zoo: importing this package registers every family."""
 
-from . import efficientnet, mobilenet_v1, mobilenet_v3  # noqa: F401  (registration side effects)
+from . import clcnet, densenet, efficientnet, mobilenet_v1, mobilenet_v3, peleenet, vovnet  # noqa: F401  (registration)
 from .base import FeatureInfo, LightNet
 from .registry import ModelEntry, Published, create_model, list_models, model_info, register_model
 
