@@ -6,4 +6,9 @@ from .models import create_model, list_models, model_info
 
 __version__ = "0.1.0"
 
-__all__ = ["LightnetsError", "__version__", "count", "count_params", "create_model", "list_models", "model_info"]
+# After __version__: training records the version in every run.
+from .data import load_data  # noqa: E402
+from .train import evaluate, load_model, predict, train  # noqa: E402
+
+__all__ = ["LightnetsError", "__version__", "count", "count_params", "create_model", "evaluate", "list_models",
+           "load_data", "load_model", "model_info", "predict", "train"]

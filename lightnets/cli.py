@@ -35,6 +35,223 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(kind: type, what: str):
+    """An argparse type for comma-separated values, e.g. ``--batch-sizes 1,32``."""
+
+    def parse(text: str) -> list:
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+
+    return parse
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .bench import (
+        plot_accuracy_latency,
+        preset_models,
+        result_rows,
+        run_benchmark,
+        source_rows,
+        write_results,
+    )
+
+    models = (preset_models(args.preset) if args.preset else []) + (args.models or []) + args.checkpoint
+    if not models:
+        raise LightnetsError("give --models NAME,... (or checkpoints), --checkpoint PATH or --preset source")
+    train = args.train_step or args.preset == "source"
+    results = run_benchmark(
+        models, input_size=args.input_size, batch_sizes=args.batch_sizes, backends=args.backends,
+        threads=args.threads, device=args.device, train=train, train_batch=args.train_batch,
+        min_time=args.min_time, log=lambda msg: print(msg, file=sys.stderr),
+    )
+    print(format_table(source_rows(results) if args.preset == "source" else result_rows(results)))
+    for path in args.out:
+        print(f"wrote {write_results(results, path)}")
+    if args.plot:
+        print(f"wrote {plot_accuracy_latency(results, args.plot)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from .export import compare_onnx, export_onnx, load_for_deploy, load_images
+
+    model, info = load_for_deploy(args.model)
+    if args.input_size:
+        info = dataclasses.replace(info, input_size=args.input_size)
+    precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
+    suffix = "" if precision == "fp32" else f"_{precision}"
+    output = Path(args.output or f"{info.model_name}{suffix}.onnx")
+    check = torch.from_numpy(load_images(args.images, info, 64)[0]) if args.images else None
+    calibration = load_images(args.calibration, info, args.calibration_limit)[0] if args.calibration else None
+    result = export_onnx(model, output, info, opset=args.opset, dynamic_batch=args.dynamic_batch,
+                         precision=precision, check_inputs=check, calibration=calibration, atol=args.atol)
+    inputs = "given images" if args.images else "seeded random inputs"
+    print(f"wrote {result.path} ({precision}, opset {result.opset}, {result.folded_bn} batch norms folded)")
+    print(f"check against PyTorch on {inputs}: max |logit difference| {result.max_abs_diff:.2e}, "
+          f"top-1 agreement {100 * result.top1_agreement:.1f}%")
+    if precision == "int8":
+        test_dir = args.test or args.images or args.calibration
+        images, labels = load_images(test_dir, info, args.test_limit)
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", info, opset=args.opset,
+                               dynamic_batch=args.dynamic_batch).path
+            rows = compare_onnx({"fp32": fp32, "int8": result.path}, images, labels, args.threads)
+        print(f"\nfp32 against int8 on {test_dir} (ONNX Runtime, batch 1):\n{format_table(rows)}")
+    return 0
+
+
+def _pair(kind: type, what: str):
+    """An argparse type for two comma-separated values, e.g. ``--scale 0.75,1.33``."""
+
+    def parse(text: str) -> tuple:
+        values = _csv(kind, what)(text)
+        if len(values) != 2:
+            raise argparse.ArgumentTypeError(f"expected two comma-separated {what}, got {text!r}")
+        return tuple(values)
+
+    return parse
+
+
+def _metric_row(metrics: dict[str, float]) -> list[dict[str, str]]:
+    return [{name: f"{value:.4f}" for name, value in metrics.items()}]
+
+
+def cmd_detect_synth(args: argparse.Namespace) -> int:
+    from .detect import synthetic_pages
+
+    path = synthetic_pages(args.out, args.pages, size=(args.width, args.height), char_sizes=args.char_sizes,
+                           seed=args.seed)
+    print(f"wrote {args.pages} pages to {path}/images with annotations.json (COCO) and labels.csv (Kuzushiji)")
+    return 0
+
+
+def cmd_detect_train(args: argparse.Namespace) -> int:
+    from .detect import DETECTION_RECIPE, DetectionAugment, train_detector
+
+    augment = None if args.no_augment else DetectionAugment(scale=args.scale, flip=args.flip)
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "opt", "lr", "wd", "schedule", "warmup",
+                                                "ema", "grad_clip", "amp", "seed")}
+    result = train_detector(args.data, args.backbone, val_data=args.val_data, val_split=args.val_split,
+                            class_agnostic=args.class_agnostic, input_size=args.input_size, stacks=args.stacks,
+                            recipe=DETECTION_RECIPE, augment=augment, repeat=args.repeat, top_k=args.top_k,
+                            out=args.out, exist_ok=args.exist_ok, resume=args.resume, device=args.device,
+                            **overrides)
+    print(format_table(_metric_row(result.metrics)))
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def cmd_detect_eval(args: argparse.Namespace) -> int:
+    from .detect import evaluate_detector
+
+    metrics = evaluate_detector(args.checkpoint, args.data, top_k=args.top_k, score_threshold=args.score_threshold,
+                                f1_threshold=args.f1_threshold, batch_size=args.batch_size, device=args.device)
+    print(format_table(_metric_row(metrics)))
+    return 0
+
+
+def cmd_detect_predict(args: argparse.Namespace) -> int:
+    from .detect import predict_files
+
+    results = predict_files(args.checkpoint, args.inputs, out_dir=args.out, top_k=args.top_k,
+                            score_threshold=args.score_threshold, show_labels=not args.no_labels, device=args.device)
+    print(format_table([{"image": str(path), "detections": str(len(found))} for path, found in results]))
+    print(f"drawn to {args.out}/")
+    return 0
+
+
+def cmd_detect_benchmark(args: argparse.Namespace) -> int:
+    from .detect import detector_latency
+
+    rows = []
+    for backbone in args.backbones:
+        r = detector_latency(backbone, num_classes=args.num_classes, stacks=args.stacks, input_size=args.input_size,
+                             top_k=args.top_k, threads=args.threads, min_time=args.min_time)
+        rows.append({"backbone": r.name, "stacks": str(r.stacks), "input": str(r.input_size),
+                     "params": _human(r.params), "MACs": _human(r.macs), "median ms": f"{r.timing.median_ms:.1f}",
+                     "p90 ms": f"{r.timing.p90_ms:.1f}", "threads": str(r.threads)})
+    print(format_table(rows))
+    print("batch 1, eval mode, torch.inference_mode, heads and top-K decoding included (random weights)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from .train import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fields = ("epochs", "batch_size", "opt", "lr", "wd", "schedule", "warmup", "label_smoothing", "ema", "grad_clip",
+              "cutout", "seed", "budget_min")
+    overrides = {k: getattr(args, k) for k in fields}
+    overrides["amp"] = args.amp  # "none" turns the recipe's autocast off
+    overrides |= {k: True for k in ("channels_last", "compile", "tta") if getattr(args, k)}
+    overrides |= {"crop_pad": 0, "flip": False} if args.no_augment else {}
+    if args.data is None and args.resume is None:
+        raise LightnetsError("give --data SOURCE (a folder, .tar/.tar.gz, CIFAR-10 archive, 'sample' or 'cifar10')")
+    result = train(args.model, args.data, args.recipe, out=args.out, exist_ok=args.exist_ok, resume=args.resume,
+                   image_size=args.image_size, val_split=args.val_split, strict=args.strict, device=args.device,
+                   progress=not args.quiet, **overrides)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one process reports
+        return 0
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} undecodable image(s), first: {result.skipped[0]}")
+    print(format_table(result.summary_rows()))
+    print(f"run folder: {result.run_dir} (best and last checkpoints, metrics.jsonl, curves.png, confusion.png)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .train import evaluate
+    from .train.plots import plot_confusion
+
+    result = evaluate(args.checkpoint, args.data, val_split=args.val_split, tta=args.tta, device=args.device,
+                      strict=args.strict)
+    print(f"{args.checkpoint} on {args.data}: top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}%, "
+          f"loss {result.loss:.4f}, {result.count} images\n")
+    print(format_table(result.class_rows()))
+    print("\nconfusion matrix (rows: true class)\n" + result.confusion_text())
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "confusion.txt").write_text(result.confusion_text() + "\n")
+        written = plot_confusion(result.confusion, result.classes, out / "confusion.png")
+        print(f"\nwrote {out / 'confusion.txt'}" + (f" and {written}" if written else ""))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .train import predict
+
+    checkpoint = args.checkpoint
+    if args.backend != "torch":  # an exported .onnx file, fed by the same pre-processing
+        from .export import OnnxClassifier
+
+        checkpoint = OnnxClassifier(args.checkpoint, args.backend)
+    results, skipped = predict(checkpoint, args.inputs, topk=args.topk, batch_size=args.batch_size,
+                               device=args.device, strict=args.strict)
+    rows = [{"image": str(path), **{f"top-{i + 1}": f"{c} {100 * p:.1f}%" for i, (c, p) in enumerate(top)}}
+            for path, top in results]
+    if rows:
+        print(format_table(rows))
+    if skipped:
+        print(f"skipped {len(skipped)} undecodable image(s), first: {skipped[0]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightnets", description=__doc__)
     parser.add_argument("--version", action="version", version=f"lightnets {__version__}")
@@ -49,6 +266,163 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--input-size", type=int, default=None, help="input height and width (default: the model's)")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train a model on CIFAR-10, an image folder or the built-in sample")
+    p.add_argument("--model", default="vovnet27_slim_cifar", help="any name of `lightnets models`")
+    p.add_argument("--data", default=None, help="image folder, .tar/.tar.gz, CIFAR-10 python archive, "
+                   "'sample' (built in) or 'cifar10' (official release, downloaded once)")
+    p.add_argument("--recipe", default="fast", help="named recipe: fast (default), source, source_wd")
+    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("wd", float), ("warmup", float),
+                       ("label-smoothing", float), ("ema", float), ("grad-clip", float), ("cutout", int),
+                       ("seed", int)):
+        p.add_argument(f"--{name}", type=kind, default=None, help="overrides the recipe")
+    p.add_argument("--opt", choices=["sgd", "adam", "adamw"], default=None)
+    p.add_argument("--schedule", choices=["cosine", "onecycle", "step", "constant"], default=None)
+    p.add_argument("--amp", choices=["bf16", "fp16", "none"], default=None, help="autocast precision")
+    p.add_argument("--budget-min", type=float, default=None, help="stop after this many minutes of training, "
+                   "with the LR schedule completed over the time")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--tta", action="store_true", help="evaluate on each image and its mirror")
+    p.add_argument("--no-augment", action="store_true", help="no crop and flip (the source's no-augmentation rows)")
+    p.add_argument("--image-size", type=int, default=None, help="decode size (default: the model's input size)")
+    p.add_argument("--val-split", type=float, default=None, help="hold out this fraction of train/ (seeded)")
+    p.add_argument("--strict", action="store_true", help="stop at the first undecodable image instead of skipping")
+    p.add_argument("--out", default=None, help="run folder (default runs/train/MODEL[-N])")
+    p.add_argument("--exist-ok", action="store_true", help="overwrite an existing run folder")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run exactly")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a checkpoint")
+    p.add_argument("checkpoint", help="run folder (its best checkpoint) or checkpoint .safetensors/.json")
+    p.add_argument("--data", required=True, help="data source, as for train; its test split is used")
+    p.add_argument("--val-split", type=float, default=None, help="evaluate on this held-out fraction of train/")
+    p.add_argument("--tta", action="store_true", help="average each image with its mirror")
+    p.add_argument("--strict", action="store_true")
+    p.add_argument("--out", default=None, help="write confusion.txt and confusion.png here")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="top-k classes with probabilities for images or folders of images")
+    p.add_argument("checkpoint", help="run folder (its best checkpoint) or checkpoint .safetensors/.json")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--strict", action="store_true")
+    p.add_argument("--device", default=None)
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch",
+                   help="torch: a checkpoint; onnxruntime/openvino: a file from `lightnets export`")
+    p.set_defaults(func=cmd_predict)
+
+    from .bench.backends import BACKENDS
+
+    p = sub.add_parser("benchmark", help="latency, throughput and training speed per model and backend")
+    p.add_argument("--models", type=_csv(str, "model names or checkpoints"), default=None,
+                   help="comma-separated model names or checkpoint files")
+    p.add_argument("--checkpoint", action="append", default=[], help="a checkpoint whose accuracy joins the table")
+    p.add_argument("--preset", choices=["source"], default=None,
+                   help="'source': the source experiment's CIFAR table (train s/epoch, 10k test images at bs 1 and 32)")
+    p.add_argument("--input-size", type=int, default=None, help="input height and width (default: each model's)")
+    p.add_argument("--batch-sizes", type=_csv(int, "integers"), default=[1, 32],
+                   help="batch 1 gives latency, larger ones throughput (default 1,32)")
+    p.add_argument("--backends", type=_csv(str, "backend names"), default=["eager"],
+                   help=f"comma-separated, from {', '.join(BACKENDS)} (default eager)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--train-step", action="store_true", help="also time a training step (img/s, s per CIFAR epoch)")
+    p.add_argument("--train-batch", type=int, default=128, help="batch of the training step (default 128)")
+    p.add_argument("--min-time", type=float, default=2.0, help="seconds of timed runs per backend and batch")
+    p.add_argument("--out", action="append", default=[], help="write the results to FILE.json or FILE.csv")
+    p.add_argument("--plot", default=None, help="draw accuracy against latency (needs checkpoints) to FILE.png")
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("export", help="fold batch norm, export to ONNX, check it against PyTorch")
+    p.add_argument("model", metavar="MODEL_OR_CHECKPOINT")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--output", "-o", default=None, help="the .onnx file (default: MODEL[_fp16|_int8].onnx)")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size (default: batch 1)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="compute in half precision (fp32 inputs/outputs)")
+    precision.add_argument("--int8", action="store_true", help="ONNX Runtime static quantization (--calibration)")
+    p.add_argument("--input-size", type=int, default=None, help="input height and width (default: the model's)")
+    p.add_argument("--images", default=None, help="folder of images to check the export on (default: random)")
+    p.add_argument("--calibration", default=None, help="folder of images to calibrate int8 on")
+    p.add_argument("--calibration-limit", type=int, default=256, help="at most this many calibration images")
+    p.add_argument("--test", default=None,
+                   help="int8: folder of test images (class-named subfolders for accuracy) to compare fp32 and int8 on")
+    p.add_argument("--test-limit", type=int, default=1000, help="at most this many test images")
+    p.add_argument("--atol", type=float, default=None, help="max logit difference accepted (fp32 1e-4, fp16 1e-2)")
+    p.add_argument("--threads", type=int, default=None, help="threads for the int8 speed comparison")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("detect", help="CenterNet detection: synth, train, eval, predict, benchmark")
+    detect = p.add_subparsers(dest="detect_command", required=True, metavar="ACTION")
+    d = detect.add_parser("synth", help="write synthetic document pages (COCO json and Kuzushiji csv)")
+    d.add_argument("out", help="folder to write images/, annotations.json and labels.csv to")
+    d.add_argument("--pages", type=int, default=200)
+    d.add_argument("--width", type=int, default=512)
+    d.add_argument("--height", type=int, default=512)
+    d.add_argument("--char-sizes", type=_pair(int, "integers"), default=(14, 32), help="font sizes LOW,HIGH")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_detect_synth)
+
+    d = detect.add_parser("train", help="train a CenterNet on any backbone (COCO json or Kuzushiji csv data)")
+    d.add_argument("data", nargs="?", default=None, help="directory or archive (not needed with --resume)")
+    d.add_argument("--backbone", default="mobilenetv3_large_100", help="any name of `lightnets models`")
+    d.add_argument("--stacks", type=int, default=1, help="1 + the number of refinement stages")
+    d.add_argument("--input-size", type=int, default=512, help="letterboxed square input (default 512)")
+    d.add_argument("--val-data", default=None, help="validation data (default: hold out --val-split of the pages)")
+    d.add_argument("--val-split", type=float, default=0.1)
+    d.add_argument("--class-agnostic", action="store_true", help="every box one class (character localisation)")
+    d.add_argument("--top-k", type=int, default=100, help="detections kept per image (thousands for dense pages)")
+    d.add_argument("--repeat", type=int, default=1, help="passes over the pages per epoch")
+    d.add_argument("--scale", type=_pair(float, "numbers"), default=(0.75, 1.33), help="random zoom range LOW,HIGH")
+    d.add_argument("--flip", type=float, default=0.0, help="horizontal flip probability (keep 0 for text)")
+    d.add_argument("--no-augment", action="store_true")
+    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("wd", float), ("warmup", float),
+                       ("ema", float), ("grad-clip", float), ("seed", int)):
+        d.add_argument(f"--{name}", type=kind, default=None)
+    d.add_argument("--opt", choices=["sgd", "adam", "adamw"], default=None)
+    d.add_argument("--schedule", choices=["cosine", "onecycle", "step", "constant"], default=None)
+    d.add_argument("--amp", choices=["bf16", "fp16"], default=None)
+    d.add_argument("--out", default=None, help="run folder (default runs/train/detect-BACKBONE[-N])")
+    d.add_argument("--exist-ok", action="store_true")
+    d.add_argument("--resume", default=None, metavar="RUN_DIR")
+    d.add_argument("--device", default=None)
+    d.set_defaults(func=cmd_detect_train)
+
+    d = detect.add_parser("eval", help="COCO mAP and Kuzushiji F1 of a detection checkpoint on a data set")
+    d.add_argument("checkpoint", help="run folder or checkpoint file")
+    d.add_argument("data")
+    d.add_argument("--top-k", type=int, default=None, help="default: the checkpoint's")
+    d.add_argument("--score-threshold", type=float, default=0.05)
+    d.add_argument("--f1-threshold", type=float, default=0.3, help="score a detection needs to count for F1")
+    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--device", default=None)
+    d.set_defaults(func=cmd_detect_eval)
+
+    d = detect.add_parser("predict", help="detect objects in images and draw them (png)")
+    d.add_argument("checkpoint")
+    d.add_argument("inputs", nargs="+", help="image files or folders")
+    d.add_argument("--out", default="runs/detect/predict", help="folder for the drawn images")
+    d.add_argument("--top-k", type=int, default=None)
+    d.add_argument("--score-threshold", type=float, default=0.3)
+    d.add_argument("--no-labels", action="store_true", help="boxes only (for pages with thousands of characters)")
+    d.add_argument("--device", default=None)
+    d.set_defaults(func=cmd_detect_predict)
+
+    d = detect.add_parser("benchmark", help="batch-1 CPU latency of detectors, heads and decoding included")
+    d.add_argument("--backbones", type=_csv(str, "model names"), default=["mobilenetv3_large_100", "efficientnet_b0"])
+    d.add_argument("--stacks", type=int, default=1)
+    d.add_argument("--input-size", type=int, default=512)
+    d.add_argument("--num-classes", type=int, default=1)
+    d.add_argument("--top-k", type=int, default=100)
+    d.add_argument("--threads", type=int, default=None)
+    d.add_argument("--min-time", type=float, default=2.0)
+    d.set_defaults(func=cmd_detect_benchmark)
     return parser
 
 

@@ -1,0 +1,134 @@
+"""Decoded data sets as uint8 tensors, and the cache that makes the second run start in seconds.
+
+Images are held as one ``(N, C, H, W)`` uint8 tensor per split: CIFAR-10's 60,000 images take 184 MB,
+fit on any device, and are augmented there in batches (see ``augment.py``), so no loader process sets
+the pace. The cache is a safetensors file (no pickle) keyed by the source's path, size and mtime and
+by the decode settings; its header carries the class names and the list of skipped files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import LightnetsError
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class Split:
+    """One split of a data set: images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Dataset:
+    """A training split, an evaluation split (possibly empty) and the class names they index.
+
+    ``skipped`` lists the files that could not be decoded (skipped rather than fatal unless strict).
+    """
+
+    train: Split
+    test: Split
+    classes: list[str]
+    source: str
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.train.images.shape[2:])  # type: ignore[return-value]
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training images on the 0..1 scale, for normalisation.
+
+        The std is floored at one grey level, so a constant channel cannot divide by zero.
+        """
+        x = self.train.images.float().div_(255)
+        return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp(min=1 / 255).tolist()
+
+
+def cache_dir() -> Path:
+    """Where decoded data sets and downloads live: ``$LIGHTNETS_CACHE`` or ``~/.cache/lightnets``."""
+    return Path(os.environ.get("LIGHTNETS_CACHE") or Path.home() / ".cache" / "lightnets")
+
+
+def source_key(path: Path, **settings: object) -> str:
+    """A cache key from the source's identity (path, size, mtime) and the decode settings.
+
+    A directory's identity is its file count, total size and newest mtime, so adding, removing or
+    editing an image invalidates the cache without hashing every byte.
+    """
+    path = path.resolve()
+    if path.is_dir():
+        count = size = newest = 0
+        for root, _, files in os.walk(path):
+            for name in files:
+                st = os.stat(os.path.join(root, name))
+                count, size, newest = count + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+        ident = (str(path), count, size, newest)
+    else:
+        st = path.stat()
+        ident = (str(path), st.st_size, st.st_mtime_ns)
+    blob = json.dumps([CACHE_VERSION, ident, sorted(settings.items())], default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def save_cached(data: Dataset, key: str) -> Path:
+    """Write ``data`` to the cache atomically (temporary file, then rename)."""
+    path = cache_dir() / "datasets" / f"{key}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"train.images": data.train.images.contiguous(), "train.labels": data.train.labels,
+               "test.images": data.test.images.contiguous(), "test.labels": data.test.labels}
+    meta = {"classes": json.dumps(data.classes), "source": data.source, "skipped": json.dumps(data.skipped)}
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_cached(key: str) -> Dataset | None:
+    """The cached data set for ``key``, or None when there is none (or it is unreadable)."""
+    path = cache_dir() / "datasets" / f"{key}.safetensors"
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+        t = load_file(str(path))
+    except Exception:  # a truncated or foreign file is simply rebuilt
+        return None
+    return Dataset(Split(t["train.images"], t["train.labels"]), Split(t["test.images"], t["test.labels"]),
+                   json.loads(meta["classes"]), meta["source"], json.loads(meta["skipped"]))
+
+
+def empty_split(channels: int, size: tuple[int, int]) -> Split:
+    return Split(torch.zeros(0, channels, *size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
+
+
+def split_off(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Hold out ``fraction`` of each class (seeded) as a validation split."""
+    if not 0 < fraction < 1:
+        raise LightnetsError(f"--val-split must be between 0 and 1 (exclusive), got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    held = []
+    for c in train.labels.unique().tolist():
+        idx = (train.labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        held.append(idx[: round(len(idx) * fraction)])
+    mask = torch.zeros(len(train), dtype=torch.bool)
+    mask[torch.cat(held)] = True
+    return (Split(train.images[~mask], train.labels[~mask]), Split(train.images[mask], train.labels[mask]))

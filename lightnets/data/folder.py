@@ -1,0 +1,157 @@
+"""Image folders in a directory, a ``.tar`` or a ``.tar.gz``: ``train/<class>/*``, ``test/<class>/*`` or ``<class>/*``.
+
+Images are decoded with Pillow, converted to RGB and brought to one square size at decode time
+(shorter side resized, centre crop), so a folder of photos of any size becomes one uint8 tensor.
+An archive is read in a single streaming pass (a ``.tar.gz`` is never unpacked to disk). A single
+top-level folder that wraps everything (``cifar10/train/...``) is looked through.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import LightnetsError
+from .dataset import Dataset, Split, empty_split
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+TRAIN_NAMES = ("train", "training")
+TEST_NAMES = ("test", "val", "valid", "validation")
+
+
+def decode_image(data: bytes | Path, size: int | None) -> np.ndarray:
+    """One image as an ``(H, W, 3)`` uint8 array; with ``size``, shorter side resized to it and centre-cropped."""
+    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
+        img = img.convert("RGB")
+        if size is not None and img.size != (size, size):
+            w, h = img.size
+            scale = size / min(w, h)
+            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+            img = img.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            img = img.crop((left, top, left + size, top + size))
+        return np.array(img, dtype=np.uint8)  # a writable copy, so torch.from_numpy is safe
+
+
+def _entries(source: Path) -> Iterator[tuple[tuple[str, ...], bytes | Path | None]]:
+    """Every (path parts, contents) under ``source``; contents None marks a directory."""
+    if source.is_dir():
+        for root, dirs, files in os.walk(source):
+            dirs.sort()
+            rel = Path(root).relative_to(source).parts
+            if rel:
+                yield rel, None
+            for name in sorted(files):
+                yield (*rel, name), Path(root) / name
+        return
+    try:
+        with tarfile.open(source, "r:*") as tar:
+            for member in tar:
+                parts = tuple(p for p in member.name.split("/") if p not in ("", "."))
+                if member.isdir():
+                    yield parts, None
+                elif member.isfile():
+                    f = tar.extractfile(member)
+                    yield parts, f.read() if f else b""
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise LightnetsError(f"{source} is not a readable .tar or .tar.gz archive ({err}); "
+                             "give a directory, a .tar or a .tar.gz of train/<class>/<image> folders") from None
+
+
+def _is_image(parts: tuple[str, ...]) -> bool:
+    return not any(p.startswith(".") for p in parts) and parts[-1].lower().endswith(IMAGE_EXTENSIONS)
+
+
+def read_image_folder(source: Path, image_size: int | None = None, strict: bool = False) -> Dataset:
+    """Decode an image-folder data set; the test split is empty when there is no ``test/`` (or ``val/``) folder.
+
+    Undecodable images are skipped and listed in ``Dataset.skipped`` (``strict`` raises instead,
+    naming the file).
+    """
+    decoded: list[tuple[tuple[str, ...], np.ndarray]] = []
+    folders: set[tuple[str, ...]] = set()
+    skipped: list[str] = []
+    size = image_size
+    for parts, contents in _entries(source):
+        if contents is None:
+            folders.add(parts)
+            continue
+        if not _is_image(parts):
+            continue
+        try:
+            array = decode_image(contents, size)
+        except Exception as err:  # Pillow raises many types for a damaged file
+            name = "/".join(parts)
+            if strict:
+                raise LightnetsError(f"cannot decode image {name} in {source}: {err}") from None
+            skipped.append(name)
+            continue
+        if size is None:
+            size = max(array.shape[:2])
+            if array.shape[0] != array.shape[1]:
+                array = decode_image(contents, size)
+        decoded.append((parts, array))
+    if not decoded:
+        raise LightnetsError(f"no images found in {source}; expected train/<class>/<image> (and "
+                             f"test/<class>/<image>) or <class>/<image>, extensions {', '.join(IMAGE_EXTENSIONS)}")
+    # Look through single wrapping folders ("cifar10/train/cat/1.png" -> "train/cat/1.png").
+    depth = 0
+    while (len({p[depth] for p, _ in decoded}) == 1 and min(len(p) for p, _ in decoded) > depth + 2
+           and decoded[0][0][depth].lower() not in TRAIN_NAMES):
+        depth += 1
+    folders = {f[depth:] for f in folders if len(f) > depth}
+    images = [(p[depth:], a) for p, a in decoded]
+    return _assemble(source, images, folders, skipped)
+
+
+def _assemble(source: Path, images: list[tuple[tuple[str, ...], np.ndarray]],
+              folders: set[tuple[str, ...]], skipped: list[str]) -> Dataset:
+    """Group decoded images into splits and classes, checking the layout."""
+    split_layout = any(len(p) == 3 and p[0].lower() in TRAIN_NAMES for p, _ in images)
+    groups: dict[str, dict[str, list[np.ndarray]]] = {"train": {}, "test": {}}
+    for parts, array in images:
+        if split_layout:
+            if len(parts) != 3:
+                continue
+            split = "train" if parts[0].lower() in TRAIN_NAMES else "test" if parts[0].lower() in TEST_NAMES else None
+            if split is None:
+                continue
+            groups[split].setdefault(parts[1], []).append(array)
+        elif len(parts) == 2:
+            groups["train"].setdefault(parts[0], []).append(array)
+        else:
+            raise LightnetsError(f"{'/'.join(parts)} in {source} is not in a class folder; expected "
+                                 "train/<class>/<image> (and test/<class>/<image>) or <class>/<image>")
+    for folder in sorted(folders):
+        in_split = split_layout and len(folder) == 2 and folder[0].lower() in TRAIN_NAMES + TEST_NAMES
+        cls = folder[1] if in_split else folder[0] if not split_layout and len(folder) == 1 else None
+        split = ("train" if folder[0].lower() in TRAIN_NAMES else "test") if in_split else "train"
+        if cls is not None and not cls.startswith(".") and cls not in groups[split]:
+            raise LightnetsError(f"class folder {'/'.join(folder)} in {source} has no images; "
+                                 "remove it or add images")
+    classes = sorted(groups["train"])
+    if not classes:
+        raise LightnetsError(f"no training images in {source}: the train/ folder has no class folders with images")
+    unknown = sorted(set(groups["test"]) - set(classes))
+    if unknown:
+        raise LightnetsError(f"the test split of {source} has classes the training split lacks: {', '.join(unknown)}; "
+                             f"training classes: {', '.join(classes)}")
+    size = images[0][1].shape[:2]
+    return Dataset(_stack(groups["train"], classes, size), _stack(groups["test"], classes, size),
+                   classes, str(source), skipped)
+
+
+def _stack(by_class: dict[str, list[np.ndarray]], classes: list[str], size: tuple[int, int]) -> Split:
+    arrays = [a for c in classes for a in by_class.get(c, [])]
+    if not arrays:
+        return empty_split(3, size)
+    labels = [i for i, c in enumerate(classes) for _ in by_class.get(c, [])]
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return Split(images, torch.tensor(labels, dtype=torch.int64))

@@ -1,0 +1,245 @@
+"""Detection runs on the shared loop: train a CenterNet, load its checkpoint, evaluate, predict, time it.
+
+Training goes through ``lightnets.train.loop.fit`` with :class:`DetectionBatches`, :class:`DetectionTask` and
+:func:`evaluation`; checkpoints, resume, progress and ``metrics.jsonl`` are the loop's. Of the recipe, the
+optimisation fields are used (epochs, batch size, optimizer, LR, weight decay, schedule, warm-up, EMA, gradient
+clipping, amp, seed); the classification augmentation fields are not: detection has its own augmentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..bench import count
+from ..bench.timing import Timing, thread_count, time_fn
+from ..data import decode_image
+from ..errors import LightnetsError
+from ..train.checkpoint import load_checkpoint
+from ..train.classify import image_files, init_distributed, pick_device, prepare_run_dir
+from ..train.loop import LoopConfig, fit, rank_and_world
+from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
+from .data import DetectionCache, DetectionDataset, read_detection_data
+from .decode import Detections, decode
+from .draw import draw_detections
+from .metrics import coco_map_available
+from .model import CenterNet, create_detector
+from .task import DetectionBatches, DetectionTask, detect_images, evaluate, evaluation
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, DetectionAugment
+
+DEFAULT_AUGMENT = DetectionAugment()  # frozen, so one shared default is safe
+# AdamW with a short warm-up and cosine decay: CenterNet's own recipe uses Adam; tuned on nothing yet.
+DETECTION_RECIPE = Recipe(epochs=30, batch_size=16, opt="adamw", lr=2e-3, wd=1e-4, schedule="cosine", warmup=0.5,
+                          flip=False, crop_pad=0)
+
+
+def split_pages(dataset: DetectionDataset, val_split: float, seed: int) -> tuple[DetectionDataset, DetectionDataset]:
+    """A seeded random ``val_split`` fraction of the pages held out for evaluation (at least one page)."""
+    if not 0 < val_split < 1:
+        raise LightnetsError(f"val_split must be in (0, 1), got {val_split!r}")
+    if len(dataset) < 2:
+        raise LightnetsError(f"cannot hold out pages from a data set of {len(dataset)} image(s); give --val-data")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = max(1, round(val_split * len(dataset)))
+    return dataset.subset(sorted(order[held:])), dataset.subset(sorted(order[:held]))
+
+
+@dataclass
+class DetectTrainResult:
+    """The run folder, the per-epoch metrics and the last checkpoint's metrics on the validation pages."""
+
+    run_dir: Path
+    history: list[dict]
+    metrics: dict[str, float]
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def train_detector(
+    data: str | Path | DetectionDataset | None,
+    backbone: str = "mobilenetv3_large_100",
+    *,
+    val_data: str | Path | DetectionDataset | None = None,
+    val_split: float = 0.1,
+    class_agnostic: bool = False,
+    input_size: int = 512,
+    stacks: int = 1,
+    detector_args: dict[str, Any] | None = None,
+    recipe: str | Recipe = DETECTION_RECIPE,
+    augment: DetectionAugment | None = DEFAULT_AUGMENT,
+    repeat: int = 1,
+    top_k: int = 100,
+    out: str | Path | None = None,
+    exist_ok: bool = False,
+    resume: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> DetectTrainResult:
+    """Train a CenterNet on ``backbone`` (any registered model) and evaluate it on the validation pages.
+
+    ``data`` is a COCO or Kuzushiji directory/archive (see ``read_detection_data``); without ``val_data`` a
+    ``val_split`` fraction of its pages is held out. ``augment`` (no flip by default; None turns it off) runs on
+    the device;
+    ``repeat`` passes over the pages per epoch; ``top_k`` bounds detections per image in evaluation (raise it for
+    dense pages). The monitored metric is ``val_map50`` when a COCO evaluator is installed, else ``val_f1``.
+    ``resume`` continues the run in that folder with the configuration it was started with.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        try:
+            cfg = json.loads((run_dir / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise LightnetsError(f"cannot resume {run_dir}: no readable config.json ({err})") from None
+        rec = Recipe(**cfg["recipe"]).replace(**overrides)
+        if rec.epochs < cfg["recipe"]["epochs"] or rec.to_dict() | {"epochs": 0} != cfg["recipe"] | {"epochs": 0}:
+            raise LightnetsError("a resumed run keeps its recipe; only --epochs may grow")
+        data, val_data, val_split = cfg["data"], cfg["val_data"], cfg["val_split"]
+        backbone, class_agnostic, input_size = cfg["backbone"], cfg["class_agnostic"], cfg["input_size"]
+        stacks, detector_args, repeat, top_k = cfg["stacks"], cfg["detector_args"], cfg["repeat"], cfg["top_k"]
+        augment = DetectionAugment(**cfg["augment"]) if cfg["augment"] else None
+    elif data is None:
+        raise LightnetsError("give the training data (a COCO or Kuzushiji directory or archive), or resume a run")
+    else:
+        rec = get_recipe(recipe, **overrides)
+    dev = pick_device(device)
+    init_distributed(dev)
+    rank, world = rank_and_world()
+    dataset = data if isinstance(data, DetectionDataset) else read_detection_data(data, class_agnostic)
+    if val_data is None:
+        train_set, val_set = split_pages(dataset, val_split, rec.seed)
+    else:
+        train_set = dataset
+        val_set = val_data if isinstance(val_data, DetectionDataset) else read_detection_data(val_data, class_agnostic)
+        if val_set.class_names != train_set.class_names:
+            raise LightnetsError("the validation data has other classes than the training data: "
+                                 f"{val_set.class_names[:10]} against {train_set.class_names[:10]}")
+    model = create_detector(backbone, len(dataset.class_names), stacks=stacks, **(detector_args or {})).to(dev)
+    train_cache = DetectionCache(train_set, input_size, progress=progress and rank == 0)
+    val_cache = DetectionCache(val_set, input_size, progress=progress and rank == 0).to(dev)
+    monitor = "val_map50" if coco_map_available() else "val_f1"
+    config = {"backbone": backbone, "stacks": stacks, "detector_args": detector_args or {}, "detector": model.config,
+              "data": str(dataset.source.path), "val_data": str(val_set.source.path) if val_data is not None else None,
+              "val_split": val_split, "class_agnostic": class_agnostic, "input_size": input_size,
+              "recipe": rec.to_dict(), "augment": dataclasses.asdict(augment) if augment else None,
+              "repeat": repeat, "top_k": top_k, "classes": dataset.class_names, "monitor": monitor,
+              "train_images": len(train_set), "val_images": len(val_set), "skipped": dataset.skipped,
+              "device": str(dev), "world_size": world, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "lightnets": __version__}
+    if resume is None:
+        run_dir = prepare_run_dir(out, f"detect-{backbone}", exist_ok) if rank == 0 else Path(out or "")
+        config["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        if rank == 0:
+            (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    if world > 1:
+        shared = [str(run_dir)]
+        torch.distributed.broadcast_object_list(shared)
+        run_dir = Path(shared[0])
+    batches = DetectionBatches(train_cache, rec.batch_size, augment=augment, device=dev, seed=rec.seed, rank=rank,
+                               world_size=world, repeat=repeat)
+    evaluate_epoch = evaluation(val_cache, top_k=top_k, with_map=monitor == "val_map50")
+    meta = {"task": "detection", "detector": model.config, "classes": dataset.class_names,
+            "class_agnostic": class_agnostic, "input_size": input_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+            "letterbox": "centered, mean-colour padding", "top_k": top_k, "recipe": rec.to_dict(),
+            "data": config["data"]}
+    loop = LoopConfig(epochs=rec.epochs, amp=rec.amp, ema=rec.ema, grad_clip=rec.grad_clip, monitor=monitor,
+                      seed=rec.seed, progress=progress)
+    history = fit(model, DetectionTask(), batches, make_optimizer(model, rec), make_schedule(rec), loop, run_dir,
+                  evaluate=evaluate_epoch, meta=meta, resume=resume is not None)
+    weights, _ = load_checkpoint(run_dir / "last")
+    model.load_state_dict(weights)
+    final = evaluate(model, val_cache, top_k=top_k, with_map=monitor == "val_map50")
+    return DetectTrainResult(run_dir, history, final, config)
+
+
+def load_detector(path: str | Path, device: str | torch.device = "cpu") -> CenterNet:
+    """The CenterNet of a detection checkpoint (a run folder, or its ``.safetensors``/``.json``), in eval mode;
+    its metadata (classes, input size, top_k, recipe, metrics) is in ``model.checkpoint_meta``."""
+    weights, meta = load_checkpoint(path)
+    if meta.get("task") != "detection":
+        raise LightnetsError(f"{path} is not a detection checkpoint; `lightnets detect` needs one from "
+                             "`lightnets detect train`")
+    model = create_detector(**meta["detector"])
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise LightnetsError(f"the weights in {path} do not fit their detector: {str(err).splitlines()[0]}") from None
+    model.checkpoint_meta = meta
+    return model.to(device).eval()
+
+
+def evaluate_detector(checkpoint: str | Path, data: str | Path, *, top_k: int | None = None,
+                      score_threshold: float = 0.05, f1_threshold: float = 0.3, batch_size: int = 8,
+                      device: str | None = None) -> dict[str, float]:
+    """Kuzushiji F1 and (when a COCO evaluator is installed) COCO mAP of a checkpoint on a data set, read in the
+    checkpoint's class mode and letterboxed to its input size."""
+    model = load_detector(checkpoint, pick_device(device))
+    meta = model.checkpoint_meta
+    dataset = read_detection_data(data, meta["class_agnostic"])
+    unknown = sorted(set(dataset.class_names) - set(meta["classes"]))
+    if unknown:
+        raise LightnetsError(f"{data} has classes the checkpoint was not trained on: {', '.join(unknown[:10])}")
+    # Labels follow the data set's class order; map them onto the checkpoint's.
+    remap = np.array([meta["classes"].index(c) for c in dataset.class_names], dtype=np.int64)
+    records = [dataclasses.replace(r, labels=remap[r.labels]) for r in dataset.records]
+    dataset = DetectionDataset(dataset.source, records, meta["classes"], dataset.skipped)
+    cache = DetectionCache(dataset, meta["input_size"]).to(next(model.parameters()).device)
+    return evaluate(model, cache, batch_size, top_k or meta["top_k"], score_threshold, f1_threshold,
+                    with_map=coco_map_available())
+
+
+def predict_files(checkpoint: str | Path | CenterNet, inputs: Sequence[str | Path], *,
+                  out_dir: str | Path | None = None, top_k: int | None = None, score_threshold: float = 0.3,
+                  show_labels: bool = True, device: str | None = None) -> list[tuple[Path, Detections]]:
+    """Detections for image files (or folders of them), in each image's pixels; with ``out_dir`` each image is
+    also written there as ``<name>.png`` with its boxes, labels and scores drawn."""
+    model = checkpoint if isinstance(checkpoint, CenterNet) else load_detector(checkpoint, pick_device(device))
+    meta = model.checkpoint_meta
+    results = []
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for path in image_files(list(inputs)):
+        image = decode_image(path, None)
+        found = detect_images(model, [image], meta["input_size"], top_k or meta["top_k"], score_threshold)[0]
+        if out_dir is not None:
+            draw_detections(image, found, meta["classes"], show_labels).save(Path(out_dir) / f"{path.stem}.png")
+        results.append((path, found))
+    return results
+
+
+@dataclass(frozen=True)
+class DetectorLatency:
+    """Batch-1 latency of a detector's forward pass plus decoding, with its size and cost."""
+
+    name: str
+    input_size: int
+    stacks: int
+    params: int
+    macs: int
+    timing: Timing
+    threads: int
+
+
+def detector_latency(backbone: str, *, num_classes: int = 1, stacks: int = 1, input_size: int = 512,
+                     top_k: int = 100, threads: int | None = None, min_time: float = 2.0) -> DetectorLatency:
+    """Eval-mode, inference-mode batch-1 latency of a (randomly initialised) detector at ``input_size``, heads
+    and top-K decoding included: warm-up, then the median and p90 of at least ``min_time`` seconds of runs."""
+    model = create_detector(backbone, num_classes, stacks=stacks).eval()
+    x = torch.randn(1, 3, input_size, input_size)
+    counts = count(model, input_size)
+
+    def run() -> list[Detections]:
+        return decode(model(x)[-1], stride=model.output_stride, top_k=top_k)
+
+    with thread_count(threads), torch.inference_mode():
+        timing = time_fn(run, min_time=min_time)
+        used = torch.get_num_threads()
+    return DetectorLatency(backbone, input_size, stacks, counts.params, counts.macs, timing, used)

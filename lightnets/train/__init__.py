@@ -1,0 +1,40 @@
+"""Training: the shared loop (``fit``), recipes, checkpoints, and classification on top of them."""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .classify import (
+    ClassificationTask,
+    EvalResult,
+    TrainResult,
+    evaluate,
+    evaluate_split,
+    load_model,
+    predict,
+    resume_config,
+    train,
+)
+from .loop import BatchSource, Ema, LoopConfig, NonFiniteLoss, fit
+from .recipes import RECIPES, Recipe, get_recipe, make_optimizer, make_schedule
+
+__all__ = [
+    "RECIPES",
+    "BatchSource",
+    "ClassificationTask",
+    "Ema",
+    "EvalResult",
+    "LoopConfig",
+    "NonFiniteLoss",
+    "Recipe",
+    "TrainResult",
+    "evaluate",
+    "evaluate_split",
+    "fit",
+    "get_recipe",
+    "load_checkpoint",
+    "load_model",
+    "make_optimizer",
+    "make_schedule",
+    "predict",
+    "resume_config",
+    "save_checkpoint",
+    "train",
+]

@@ -1,0 +1,334 @@
+"""Image classification on top of the shared loop: ``train``, ``evaluate``, ``predict`` and ``load_model``.
+
+Classification is one instance of the loop's contract (see ``loop.py``): ``ClassificationTask`` turns
+a batch into cross-entropy and accuracy, ``ImageBatches`` is the batch source, and
+``evaluate_split`` is the per-epoch evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__
+from ..data import Augment, Dataset, ImageBatches, Split, decode_image, eval_batches, load_data
+from ..data.folder import IMAGE_EXTENSIONS
+from ..errors import LightnetsError
+from ..models import create_model, model_info
+from .checkpoint import load_checkpoint
+from .loop import LoopConfig, fit, rank_and_world
+from .plots import plot_confusion, plot_curves
+from .recipes import Recipe, get_recipe, make_optimizer, make_schedule
+
+
+class ClassificationTask:
+    """Cross-entropy (with optional label smoothing) on ``(images, labels)`` batches; reports accuracy in percent."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, labels = batch
+        logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        return loss, {"acc": 100 * (logits.argmax(1) == labels).float().mean()}  # percent, like val_top1
+
+
+@dataclass
+class EvalResult:
+    """Top-1/top-5 accuracy (percent), mean loss, per-class accuracy and the confusion matrix (rows: true)."""
+
+    top1: float
+    top5: float
+    loss: float
+    confusion: torch.Tensor
+    classes: list[str]
+    count: int
+
+    @property
+    def per_class(self) -> list[float]:
+        return (100 * self.confusion.diag() / self.confusion.sum(1).clamp(min=1)).tolist()
+
+    def class_rows(self) -> list[dict[str, str]]:
+        support = self.confusion.sum(1).tolist()
+        return [{"class": c, "images": str(int(n)), "top-1 %": f"{a:.2f}"}
+                for c, n, a in zip(self.classes, support, self.per_class, strict=True)]
+
+    def confusion_text(self) -> str:
+        width = max(5, *(len(c) for c in self.classes))
+        lines = ["true \\ predicted".ljust(width) + " " + " ".join(c[:6].rjust(6) for c in self.classes)]
+        for c, row in zip(self.classes, self.confusion.tolist(), strict=True):
+            lines.append(c.ljust(width) + " " + " ".join(str(v).rjust(6) for v in row))
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, split: Split, classes: list[str], mean: list[float], std: list[float], *,
+                   batch_size: int = 500, amp: str | None = None, tta: bool = False,
+                   channels_last: bool = True) -> EvalResult:
+    """Evaluate ``model`` on ``split``; with several processes each takes a share and the counts are summed."""
+    device = next(model.parameters()).device
+    rank, world = rank_and_world()
+    was_training = model.training
+    model.eval()
+    n = len(classes)
+    confusion = torch.zeros(n, n, dtype=torch.int64, device=device)
+    sums = torch.zeros(2, device=device)  # loss sum, top-5 hits
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    for x, y in eval_batches(split, batch_size, mean, std, device=device, rank=rank, world_size=world,
+                             channels_last=channels_last):
+        with torch.autocast(device.type, dtype=dtype, enabled=amp is not None):
+            logits = model(x).float()
+            if tta:
+                logits = (logits + model(x.flip(3)).float()) / 2
+        sums[0] += F.cross_entropy(logits, y, reduction="sum")
+        sums[1] += (logits.topk(min(5, n), 1).indices == y[:, None]).any(1).sum()
+        confusion += torch.bincount(y * n + logits.argmax(1), minlength=n * n).view(n, n)
+    if world > 1:
+        dist.all_reduce(confusion)
+        dist.all_reduce(sums)
+    model.train(was_training)
+    count = int(confusion.sum())
+    if count == 0:
+        raise LightnetsError("the evaluation split is empty")
+    return EvalResult(100 * float(confusion.diag().sum()) / count, 100 * float(sums[1]) / count,
+                      float(sums[0]) / count, confusion.cpu(), classes, count)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The given device, else CUDA (this process's local rank), else MPS, else CPU."""
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def init_distributed(device: torch.device) -> None:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA."""
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def prepare_run_dir(out: str | Path | None, model: str, exist_ok: bool) -> Path:
+    """The run folder: ``out`` (refused if not empty, unless ``exist_ok``) or the next free ``runs/train/MODEL-N``."""
+    if out is None:
+        base = Path("runs") / "train" / model
+        out, i = base, 1
+        while out.exists():
+            i += 1
+            out = base.with_name(f"{model}-{i}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not exist_ok:
+            raise LightnetsError(f"run folder {out} already exists and is not empty; choose another --out, "
+                                 "pass --exist-ok to overwrite it, or --resume it")
+        for name in ("metrics.jsonl", "config.json", "state.safetensors", "best.safetensors", "best.json",
+                     "last.safetensors", "last.json", "curves.png", "confusion.png", "confusion.txt"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def resume_config(run_dir: Path, **overrides: Any) -> tuple[dict[str, Any], Recipe]:
+    """A run folder's ``config.json`` and its recipe; of the ``overrides`` only a larger ``epochs`` may differ."""
+    try:
+        cfg = json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise LightnetsError(f"cannot resume {run_dir}: no readable config.json ({err})") from None
+    rec = Recipe(**cfg["recipe"]).replace(**overrides)
+    if rec.epochs < cfg["recipe"]["epochs"] or rec.to_dict() | {"epochs": 0} != cfg["recipe"] | {"epochs": 0}:
+        raise LightnetsError("a resumed run keeps its recipe; only --epochs may grow")
+    return cfg, rec
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict]
+    test: EvalResult
+    config: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def summary_rows(self) -> list[dict[str, str]]:
+        best = max(self.history, key=lambda r: r.get("val_top1", 0))
+        last = self.history[-1]
+        return [{
+            "model": self.config["model"],
+            "epochs": str(last["epoch"]),
+            "best top-1 %": f"{best.get('val_top1', 0):.2f}",
+            "at epoch": str(best["epoch"]),
+            "final top-1 %": f"{self.test.top1:.2f}",
+            "top-5 %": f"{self.test.top5:.2f}",
+            "test images": str(self.test.count),
+            "train min": f"{last['elapsed_s'] / 60:.1f}",
+            "img/s": f"{sum(r['train_img_s'] for r in self.history) / len(self.history):.0f}",
+        }]
+
+
+def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "sample",
+          recipe: str | Recipe = "fast", *, out: str | Path | None = None, exist_ok: bool = False,
+          resume: str | Path | None = None, image_size: int | None = None, val_split: float | None = None,
+          strict: bool = False, device: str | None = None, model_args: dict[str, Any] | None = None,
+          progress: bool = True, **overrides: Any) -> TrainResult:
+    """Train a registered model on a data source and evaluate it; returns the run's history and final test result.
+
+    ``recipe`` is a name from ``RECIPES`` or a ``Recipe``; keyword ``overrides`` replace its fields
+    (``epochs=5, lr=0.05``). ``resume`` continues the run in that folder exactly where it stopped,
+    with the configuration it was started with. Under ``torchrun`` the run uses DistributedDataParallel
+    with ``batch_size`` as the global batch.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg, rec = resume_config(run_dir, **overrides)
+        model, data, image_size, val_split = cfg["model"], cfg["data"], cfg["image_size"], cfg["val_split"]
+        model_args = cfg["model_args"]
+    else:
+        rec = get_recipe(recipe, **overrides)
+    entry = model_info(model)
+    image_size = image_size or entry.input_size
+    dev = pick_device(device)
+    init_distributed(dev)
+    rank, world = rank_and_world()
+    dataset = data if isinstance(data, Dataset) else load_data(data, image_size, val_split=val_split,
+                                                               strict=strict, seed=rec.seed)
+    net = create_model(model, num_classes=len(dataset.classes), **(model_args or {}))
+    net = net.to(dev, memory_format=torch.channels_last if rec.channels_last else torch.contiguous_format)
+    mean, std = dataset.mean_std()
+    config = {"model": model, "model_args": model_args or {}, "data": str(dataset.source), "image_size": image_size,
+              "val_split": val_split, "recipe": rec.to_dict(), "classes": dataset.classes, "mean": mean, "std": std,
+              "train_images": len(dataset.train), "test_images": len(dataset.test), "skipped": len(dataset.skipped),
+              "device": str(dev), "world_size": world, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "lightnets": __version__}
+    if resume is None:
+        run_dir = prepare_run_dir(out, model, exist_ok) if rank == 0 else Path(out or "")
+        config["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        if rank == 0:
+            (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    if world > 1:
+        shared = [str(run_dir)]
+        dist.broadcast_object_list(shared)
+        run_dir = Path(shared[0])
+    if rec.compile:
+        net.compile()
+    batches = ImageBatches(dataset.train, rec.batch_size, mean, std, device=dev, seed=rec.seed, rank=rank,
+                           world_size=world, channels_last=rec.channels_last,
+                           augment=Augment(rec.crop_pad, rec.flip, rec.cutout, rec.rrc_scale))
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        r = evaluate_split(m, dataset.test, dataset.classes, mean, std, amp=rec.amp, tta=rec.tta,
+                           channels_last=rec.channels_last)
+        return {"val_loss": r.loss, "val_top1": r.top1, "val_top5": r.top5}
+
+    meta = {"model": model, "model_args": model_args or {}, "num_classes": len(dataset.classes),
+            "classes": dataset.classes, "image_size": image_size, "mean": mean, "std": std,
+            "recipe": rec.to_dict(), "data": str(dataset.source)}
+    loop = LoopConfig(epochs=rec.epochs, amp=rec.amp, ema=rec.ema, grad_clip=rec.grad_clip, seed=rec.seed,
+                      time_budget=rec.budget_min * 60 if rec.budget_min else None, progress=progress)
+    history = fit(net, ClassificationTask(rec.label_smoothing), batches, make_optimizer(net, rec),
+                  make_schedule(rec), loop, run_dir, evaluate=evaluate, meta=meta, resume=resume is not None)
+    weights, _ = load_checkpoint(run_dir / "last")
+    net.load_state_dict(weights)
+    final = evaluate_split(net, dataset.test, dataset.classes, mean, std, amp=rec.amp, tta=rec.tta,
+                           channels_last=rec.channels_last)
+    if rank == 0:
+        plot_curves(history, run_dir / "curves.png")
+        plot_confusion(final.confusion, dataset.classes, run_dir / "confusion.png")
+        (run_dir / "confusion.txt").write_text(final.confusion_text() + "\n")
+    return TrainResult(run_dir, history, final, config, dataset.skipped)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The model of a lightnets checkpoint, in eval mode; its metadata (classes, normalisation, input
+    size, recipe, metrics) is in ``model.checkpoint_meta``. ``path``: a run folder (its best checkpoint),
+    or a checkpoint's ``.safetensors``/``.json``."""
+    weights, meta = load_checkpoint(path)
+    model = create_model(meta["model"], num_classes=meta["num_classes"], **meta.get("model_args", {}))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise LightnetsError(f"the weights in {path} do not fit {meta['model']}: {str(err).splitlines()[0]}") from None
+    model.checkpoint_meta = meta
+    return model.to(device).eval()
+
+
+def evaluate(checkpoint: str | Path, data: str | Path, *, val_split: float | None = None, tta: bool = False,
+             batch_size: int = 500, device: str | None = None, strict: bool = False) -> EvalResult:
+    """Top-1, top-5, per-class accuracy and confusion matrix of a checkpoint on a data source's test split."""
+    dev = pick_device(device)
+    model = load_model(checkpoint, dev).to(memory_format=torch.channels_last)
+    meta = model.checkpoint_meta
+    dataset = load_data(data, meta["image_size"], val_split=val_split, strict=strict, seed=meta["recipe"]["seed"])
+    missing = sorted(set(dataset.classes) - set(meta["classes"]))
+    if missing:
+        raise LightnetsError(f"{data} has classes the checkpoint was not trained on: {', '.join(missing)}")
+    # Labels follow the data set's class order; map them onto the checkpoint's.
+    remap = torch.tensor([meta["classes"].index(c) for c in dataset.classes])
+    split = Split(dataset.test.images, remap[dataset.test.labels])
+    amp = meta["recipe"].get("amp")
+    return evaluate_split(model, split, meta["classes"], meta["mean"], meta["std"], batch_size=batch_size,
+                          amp=amp if dev.type != "cpu" or amp == "bf16" else None, tta=tta)
+
+
+def image_files(inputs: list[str | Path]) -> list[Path]:
+    """Image files named directly or found (recursively, sorted) in the given folders."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise LightnetsError(f"{item} does not exist; give image files or folders of images")
+    if not files:
+        raise LightnetsError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, inputs))}")
+    return files
+
+
+@torch.no_grad()
+def predict(checkpoint: str | Path | nn.Module, inputs: list[str | Path], *, topk: int = 5, batch_size: int = 64,
+            device: str | None = None, strict: bool = False) -> tuple[list[tuple[Path, list[tuple[str, float]]]],
+                                                                       list[Path]]:
+    """Top-k (class, probability) for every image in ``inputs`` (files or folders), batched.
+
+    Returns the predictions and the files that could not be decoded (``strict`` raises on the first).
+    """
+    dev = pick_device(device)
+    model = checkpoint if isinstance(checkpoint, nn.Module) else load_model(checkpoint, dev)
+    meta = model.checkpoint_meta
+    files, skipped, results = image_files(inputs), [], []
+    k = max(1, min(topk, len(meta["classes"])))
+    for start in range(0, len(files), batch_size):
+        arrays, names = [], []
+        for f in files[start:start + batch_size]:
+            try:
+                arrays.append(torch.from_numpy(decode_image(f, meta["image_size"])))
+                names.append(f)
+            except Exception as err:  # Pillow raises many types for a damaged file
+                if strict:
+                    raise LightnetsError(f"cannot decode image {f}: {err}") from None
+                skipped.append(f)
+        if not arrays:
+            continue
+        x = torch.stack(arrays).permute(0, 3, 1, 2).to(dev)
+        x = ((x.float() / 255 - torch.tensor(meta["mean"], device=dev).view(1, -1, 1, 1))
+             / torch.tensor(meta["std"], device=dev).view(1, -1, 1, 1))
+        probs = model(x).float().softmax(1)
+        p, idx = probs.topk(k, 1)
+        for f, pi, ii in zip(names, p.tolist(), idx.tolist(), strict=True):
+            results.append((f, [(meta["classes"][i], v) for i, v in zip(ii, pi, strict=True)]))
+    return results, skipped
