@@ -22,6 +22,12 @@ def test_detect_commands_end_to_end(tmp_path, capsys):
     meta = json.loads((run / "best.json").read_text())
     assert meta["task"] == "detection" and meta["classes"] == ["object"] and meta["detector"]["stacks"] == 2
 
+    # resuming keeps the run's configuration; only the epoch count may grow
+    assert main(["detect", "train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert main(["detect", "train", "--resume", str(run), "--epochs", "3", "--batch-size", "4"]) == 2
+    assert "only --epochs may grow" in capsys.readouterr().err
+
     assert main(["detect", "eval", str(run), str(pages)]) == 0
     header = capsys.readouterr().out.splitlines()[0].split()
     assert header[:5] == ["f1", "precision", "recall", "map", "map50"]

@@ -25,7 +25,7 @@ from ..bench.timing import Timing, thread_count, time_fn
 from ..data import decode_image
 from ..errors import LightnetsError
 from ..train.checkpoint import load_checkpoint
-from ..train.classify import image_files, init_distributed, pick_device, prepare_run_dir
+from ..train.classify import image_files, init_distributed, pick_device, prepare_run_dir, resume_config
 from ..train.loop import LoopConfig, fit, rank_and_world
 from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
 from .data import DetectionCache, DetectionDataset, read_detection_data
@@ -95,13 +95,7 @@ def train_detector(
     """
     if resume is not None:
         run_dir = Path(resume)
-        try:
-            cfg = json.loads((run_dir / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise LightnetsError(f"cannot resume {run_dir}: no readable config.json ({err})") from None
-        rec = Recipe(**cfg["recipe"]).replace(**overrides)
-        if rec.epochs < cfg["recipe"]["epochs"] or rec.to_dict() | {"epochs": 0} != cfg["recipe"] | {"epochs": 0}:
-            raise LightnetsError("a resumed run keeps its recipe; only --epochs may grow")
+        cfg, rec = resume_config(run_dir, **overrides)
         data, val_data, val_split = cfg["data"], cfg["val_data"], cfg["val_split"]
         backbone, class_agnostic, input_size = cfg["backbone"], cfg["class_agnostic"], cfg["input_size"]
         stacks, detector_args, repeat, top_k = cfg["stacks"], cfg["detector_args"], cfg["repeat"], cfg["top_k"]
