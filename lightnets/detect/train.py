@@ -24,7 +24,7 @@ from ..bench import count
 from ..bench.timing import Timing, thread_count, time_fn
 from ..data import decode_image
 from ..errors import LightnetsError
-from ..train.checkpoint import load_checkpoint
+from ..train.checkpoint import load_checkpoint, restore_model
 from ..train.classify import image_files, init_distributed, pick_device, prepare_run_dir, resume_config
 from ..train.loop import LoopConfig, fit, rank_and_world
 from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
@@ -161,13 +161,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Cente
     if meta.get("task") != "detection":
         raise LightnetsError(f"{path} is not a detection checkpoint; `lightnets detect` needs one from "
                              "`lightnets detect train`")
-    model = create_detector(**meta["detector"])
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise LightnetsError(f"the weights in {path} do not fit their detector: {str(err).splitlines()[0]}") from None
-    model.checkpoint_meta = meta
-    return model.to(device).eval()
+    return restore_model(create_detector(**meta["detector"]), weights, meta, path, "their detector", device)
 
 
 def evaluate_detector(checkpoint: str | Path, data: str | Path, *, top_k: int | None = None,

@@ -107,3 +107,15 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     for idx, values in info["other"].items():
         state.setdefault(int(idx), {}).update(values)
     optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+def restore_model(model: torch.nn.Module, weights: dict[str, torch.Tensor], meta: dict[str, Any], path: str | Path,
+                  what: str, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """``model`` with a checkpoint's ``weights`` loaded (a mismatch is one clear error naming ``what``),
+    its metadata in ``model.checkpoint_meta``, on ``device`` in eval mode."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise LightnetsError(f"the weights in {path} do not fit {what}: {str(err).splitlines()[0]}") from None
+    model.checkpoint_meta = meta
+    return model.to(device).eval()

@@ -24,7 +24,7 @@ from ..data import Augment, Dataset, ImageBatches, Split, decode_image, eval_bat
 from ..data.folder import IMAGE_EXTENSIONS
 from ..errors import LightnetsError
 from ..models import create_model, model_info
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, restore_model
 from .loop import LoopConfig, fit, rank_and_world
 from .plots import plot_confusion, plot_curves
 from .recipes import Recipe, get_recipe, make_optimizer, make_schedule
@@ -258,12 +258,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     or a checkpoint's ``.safetensors``/``.json``."""
     weights, meta = load_checkpoint(path)
     model = create_model(meta["model"], num_classes=meta["num_classes"], **meta.get("model_args", {}))
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise LightnetsError(f"the weights in {path} do not fit {meta['model']}: {str(err).splitlines()[0]}") from None
-    model.checkpoint_meta = meta
-    return model.to(device).eval()
+    return restore_model(model, weights, meta, path, meta["model"], device)
 
 
 def evaluate(checkpoint: str | Path, data: str | Path, *, val_split: float | None = None, tta: bool = False,
