@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightnets import count_params, create_model  # noqa: E402
+from lightnets.bench import cpu_name  # noqa: E402
 from lightnets.models.densenet import KERAS_CIFAR_PRESETS  # noqa: E402
 from lightnets.models.peleenet import KERAS_TRAINABLE_PARAMS  # noqa: E402
 from lightnets.models.vovnet import KERAS_CIFAR_PARAMS  # noqa: E402
@@ -30,12 +31,7 @@ COMMAND = "python benchmarks/models_doc.py"
 
 def machine() -> str:
     """CPU model, core count, OS and torch version, for the page's provenance line."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
+    cpu = cpu_name()
     system = f"{platform.system()} {platform.release()}"
     return f"{cpu}, {torch.get_num_threads()} threads, {system}, torch {torch.__version__}"
 

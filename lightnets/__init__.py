@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 # After __version__: training records the version in every run.
 from .data import load_data  # noqa: E402
-from .train import evaluate, load_model, predict, train  # noqa: E402
+from .train import distill, evaluate, load_model, predict, specialists, train  # noqa: E402
 
-__all__ = ["LightnetsError", "__version__", "count", "count_params", "create_model", "evaluate", "list_models",
-           "load_data", "load_model", "model_info", "predict", "train"]
+__all__ = ["LightnetsError", "__version__", "count", "count_params", "create_model", "distill", "evaluate",
+           "list_models", "load_data", "load_model", "model_info", "predict", "specialists", "train"]

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import LightnetsError
 from .report import format_table
+
+if TYPE_CHECKING:
+    from .train import TrainResult
 
 
 def _human(n: float) -> str:
@@ -138,7 +142,7 @@ def cmd_detect_train(args: argparse.Namespace) -> int:
 
     augment = None if args.no_augment else DetectionAugment(scale=args.scale, flip=args.flip)
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "opt", "lr", "wd", "schedule", "warmup",
-                                                "ema", "grad_clip", "amp", "seed")}
+                                                "ema", "grad_clip", "amp", "budget_min", "seed")}
     result = train_detector(args.data, args.backbone, val_data=args.val_data, val_split=args.val_split,
                             class_agnostic=args.class_agnostic, input_size=args.input_size, stacks=args.stacks,
                             recipe=DETECTION_RECIPE, augment=augment, repeat=args.repeat, top_k=args.top_k,
@@ -168,27 +172,37 @@ def cmd_detect_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_detect_benchmark(args: argparse.Namespace) -> int:
-    from .detect import detector_latency
+def cmd_detect_export(args: argparse.Namespace) -> int:
+    from .detect import export_detector
 
-    rows = []
-    for backbone in args.backbones:
-        r = detector_latency(backbone, num_classes=args.num_classes, stacks=args.stacks, input_size=args.input_size,
-                             top_k=args.top_k, threads=args.threads, min_time=args.min_time)
-        rows.append({"backbone": r.name, "stacks": str(r.stacks), "input": str(r.input_size),
-                     "params": _human(r.params), "MACs": _human(r.macs), "median ms": f"{r.timing.median_ms:.1f}",
-                     "p90 ms": f"{r.timing.p90_ms:.1f}", "threads": str(r.threads)})
-    print(format_table(rows))
-    print("batch 1, eval mode, torch.inference_mode, heads and top-K decoding included (random weights)")
+    result = export_detector(args.checkpoint, args.out, input_size=args.input_size, opset=args.opset, atol=args.atol)
+    print(f"wrote {result.path} (opset {result.opset}, input {result.input_size}x{result.input_size}, "
+          f"{result.folded_bn} batch norms folded; outputs heatmap, size, offset: decode with "
+          "lightnets.detect.decode_heads)")
+    diffs = ", ".join(f"{name} {diff:.2e}" for name, diff in result.max_abs_diff.items())
+    print(f"check against PyTorch on seeded random inputs: max |difference| {diffs}")
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    import os
+def cmd_detect_benchmark(args: argparse.Namespace) -> int:
+    from .detect import detector_latency
+    from .report import format_markdown
 
+    results = detector_latency(args.backbones, num_classes=args.num_classes, stacks=args.stacks,
+                               input_size=args.input_size, top_k=args.top_k, threads=args.threads,
+                               min_time=args.min_time)
+    rows = [{"backbone": r.name, "stacks": str(r.stacks), "input": str(r.input_size), "params": _human(r.params),
+             "MACs": _human(r.macs), "median ms": f"{r.timing.median_ms:.1f}", "p90 ms": f"{r.timing.p90_ms:.1f}",
+             "x first": f"{r.vs_first:.2f}", "threads": str(r.threads)} for r in results]
+    print((format_markdown if args.markdown else format_table)(rows))
+    print("batch 1, eval mode, torch.inference_mode, heads and top-K decoding included (random weights); "
+          "timed side by side, medians")
+    return 0
+
+
+def _recipe_overrides(args: argparse.Namespace) -> dict:
+    """The recipe fields given by the options of ``_add_recipe_options`` (None: the recipe's own), after --threads."""
     import torch
-
-    from .train import train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -198,17 +212,67 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides["amp"] = args.amp  # "none" turns the recipe's autocast off
     overrides |= {k: True for k in ("channels_last", "compile", "tta") if getattr(args, k)}
     overrides |= {"crop_pad": 0, "flip": False} if args.no_augment else {}
-    if args.data is None and args.resume is None:
-        raise LightnetsError("give --data SOURCE (a folder, .tar/.tar.gz, CIFAR-10 archive, 'sample' or 'cifar10')")
-    result = train(args.model, args.data, args.recipe, out=args.out, exist_ok=args.exist_ok, resume=args.resume,
-                   image_size=args.image_size, val_split=args.val_split, strict=args.strict, device=args.device,
-                   progress=not args.quiet, **overrides)
+    return overrides
+
+
+def _training_kwargs(args: argparse.Namespace) -> dict:
+    """The keyword arguments ``train`` (and ``distill``) take from the options of ``_add_training_options``."""
+    return dict(out=args.out, exist_ok=args.exist_ok, resume=args.resume, image_size=args.image_size,
+                val_split=args.val_split, strict=args.strict, device=args.device, progress=not args.quiet,
+                **_recipe_overrides(args))
+
+
+def _report_run(result: TrainResult) -> bool:
+    """Print a finished run's summary table; False (and nothing printed) on the processes that do not report."""
+    import os
+
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one process reports
-        return 0
+        return False
     if result.skipped:
         print(f"skipped {len(result.skipped)} undecodable image(s), first: {result.skipped[0]}")
     print(format_table(result.summary_rows()))
     print(f"run folder: {result.run_dir} (best and last checkpoints, metrics.jsonl, curves.png, confusion.png)")
+    return True
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    if args.data is None and args.resume is None:
+        raise LightnetsError("give --data SOURCE (a folder, .tar/.tar.gz, CIFAR-10 archive, 'sample' or 'cifar10')")
+    _report_run(train(args.model, args.data, args.recipe or "fast", **_training_kwargs(args)))
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .train import distill
+
+    if args.resume is None and (not args.teacher or args.student is None or args.data is None):
+        raise LightnetsError("give --teacher CKPT[,CKPT...], --student MODEL and --data SOURCE (or --resume RUN_DIR)")
+    if args.resume is not None and any(v is not None for v in (args.temperature, args.alpha, args.combine,
+                                                                args.distill_recipe)):
+        raise LightnetsError("a resumed distillation keeps its teachers, temperature, alpha and combine")
+    result = distill(args.student, args.teacher, args.data, args.recipe or "fast", temperature=args.temperature,
+                     alpha=args.alpha, combine=args.combine or "probs", distill_recipe=args.distill_recipe or "default",
+                     **_training_kwargs(args))
+    if _report_run(result):
+        record = result.config["distill"]
+        print(f"taught by {', '.join(t['model'] for t in record['teachers'])} (T={record['temperature']:g}, "
+              f"alpha={record['alpha']:g}, {record['combine']} averaged)")
+    return 0
+
+
+def cmd_specialists(args: argparse.Namespace) -> int:
+    from .train import specialists
+
+    result = specialists(args.generalist, args.data, args.groups, args.recipe, held_out=args.held_out,
+                         top_k=args.top_k, out=args.out, exist_ok=args.exist_ok, device=args.device,
+                         strict=args.strict, progress=not args.quiet, **_recipe_overrides(args))
+    for names, run in zip(result.groups, result.runs, strict=True):
+        print(f"specialist for {', '.join(names)}: {run.run_dir} (test top-1 {run.test.top1:.2f}% "
+              f"over {', '.join(run.test.classes)})")
+    print(format_table(result.rows()))
+    print(f"wrote {result.run_dir / 'specialists.json'}")
     return 0
 
 
@@ -252,6 +316,73 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_latency_table(args: argparse.Namespace) -> int:
+    from .search import latency_table
+
+    table, path = latency_table(args.space, args.input_size, args.table, device=args.device, threads=args.threads,
+                                min_time=args.min_time, clock=args.clock, progress=not args.quiet,
+                                log=lambda msg: print(msg, file=sys.stderr))
+    d = table.device
+    print(f"wrote {path}: {len(table.entries)} entries, {d['name']}, {d['threads']} thread(s), {d['clock']} clock, "
+          f"torch {d['torch']}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import ProxyBudget, search
+
+    given = {k: getattr(args, k) for k in ("train_images", "val_images", "epochs", "batch_size", "lr", "wd", "seed")}
+    budget = ProxyBudget(**{k: v for k, v in given.items() if v is not None})
+    result = search(args.space, args.data, target_ms=args.target_ms, w=args.w, w_over=args.w_over,
+                    population=args.population, sample=args.sample, cycles=args.cycles, seed=budget.seed,
+                    budget=budget, table=args.table, input_size=args.input_size, device=args.device,
+                    threads=args.threads, min_time=args.min_time, clock=args.clock, out=args.out,
+                    exist_ok=args.exist_ok, resume=args.resume, log=lambda msg: print(msg, file=sys.stderr))
+    print(format_table(result.rows()))
+    print(f"target {result.target_ms:.2f} ms; search folder: {result.run_dir} (candidates.jsonl, pareto.png, "
+          "best_arch.json)")
+    return 0
+
+
+def _add_recipe_options(p: argparse.ArgumentParser, recipe_help: str = "fast (default), source, source_wd") -> None:
+    """The recipe and its overrides, for every command that trains a classifier (no --recipe: the command's default)."""
+    p.add_argument("--recipe", default=None, help=f"named recipe: {recipe_help}")
+    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("wd", float), ("warmup", float),
+                       ("label-smoothing", float), ("ema", float), ("grad-clip", float), ("cutout", int),
+                       ("seed", int)):
+        p.add_argument(f"--{name}", type=kind, default=None, help="overrides the recipe")
+    p.add_argument("--opt", choices=["sgd", "adam", "adamw"], default=None)
+    p.add_argument("--schedule", choices=["cosine", "onecycle", "step", "constant"], default=None)
+    p.add_argument("--amp", choices=["bf16", "fp16", "none"], default=None, help="autocast precision")
+    p.add_argument("--budget-min", type=float, default=None, help="stop after this many minutes of training, "
+                   "with the LR schedule completed over the time")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--tta", action="store_true", help="evaluate on each image and its mirror")
+    p.add_argument("--no-augment", action="store_true", help="no crop and flip (the source's no-augmentation rows)")
+
+
+def _add_run_options(p: argparse.ArgumentParser, kind: str) -> None:
+    """Where and how a training command runs."""
+    p.add_argument("--strict", action="store_true", help="stop at the first undecodable image instead of skipping")
+    p.add_argument("--out", default=None, help=f"run folder (default runs/{kind}/MODEL[-N])")
+    p.add_argument("--exist-ok", action="store_true", help="overwrite an existing run folder")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_training_options(p: argparse.ArgumentParser, kind: str) -> None:
+    """The options of `lightnets train` besides the model, shared with `lightnets distill`."""
+    p.add_argument("--data", default=None, help="image folder, .tar/.tar.gz, CIFAR-10 python archive, "
+                   "'sample' (built in) or 'cifar10' (official release, downloaded once)")
+    _add_recipe_options(p)
+    p.add_argument("--image-size", type=int, default=None, help="decode size (default: the model's input size)")
+    p.add_argument("--val-split", type=float, default=None, help="hold out this fraction of train/ (seeded)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run exactly")
+    _add_run_options(p, kind)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightnets", description=__doc__)
     parser.add_argument("--version", action="version", version=f"lightnets {__version__}")
@@ -269,32 +400,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on CIFAR-10, an image folder or the built-in sample")
     p.add_argument("--model", default="vovnet27_slim_cifar", help="any name of `lightnets models`")
-    p.add_argument("--data", default=None, help="image folder, .tar/.tar.gz, CIFAR-10 python archive, "
-                   "'sample' (built in) or 'cifar10' (official release, downloaded once)")
-    p.add_argument("--recipe", default="fast", help="named recipe: fast (default), source, source_wd")
-    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("wd", float), ("warmup", float),
-                       ("label-smoothing", float), ("ema", float), ("grad-clip", float), ("cutout", int),
-                       ("seed", int)):
-        p.add_argument(f"--{name}", type=kind, default=None, help="overrides the recipe")
-    p.add_argument("--opt", choices=["sgd", "adam", "adamw"], default=None)
-    p.add_argument("--schedule", choices=["cosine", "onecycle", "step", "constant"], default=None)
-    p.add_argument("--amp", choices=["bf16", "fp16", "none"], default=None, help="autocast precision")
-    p.add_argument("--budget-min", type=float, default=None, help="stop after this many minutes of training, "
-                   "with the LR schedule completed over the time")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--tta", action="store_true", help="evaluate on each image and its mirror")
-    p.add_argument("--no-augment", action="store_true", help="no crop and flip (the source's no-augmentation rows)")
-    p.add_argument("--image-size", type=int, default=None, help="decode size (default: the model's input size)")
-    p.add_argument("--val-split", type=float, default=None, help="hold out this fraction of train/ (seeded)")
-    p.add_argument("--strict", action="store_true", help="stop at the first undecodable image instead of skipping")
-    p.add_argument("--out", default=None, help="run folder (default runs/train/MODEL[-N])")
-    p.add_argument("--exist-ok", action="store_true", help="overwrite an existing run folder")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run exactly")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_training_options(p, "train")
     p.set_defaults(func=cmd_train)
+
+    from .train.kd import RECIPES as DISTILL_RECIPES
+
+    p = sub.add_parser("distill", help="train a student on one or more teachers' soft targets (Hinton et al.)")
+    p.add_argument("--teacher", type=_csv(str, "checkpoints"), default=None, metavar="CKPT[,CKPT...]",
+                   help="teacher run folders or checkpoint files; several are averaged")
+    p.add_argument("--student", default=None, help="the model to train: any name of `lightnets models`")
+    p.add_argument("--temperature", type=float, default=None, help="softmax temperature (default: --distill-recipe's)")
+    p.add_argument("--alpha", type=float, default=None, help="weight of the soft targets, 1 - alpha on the labels")
+    p.add_argument("--combine", choices=["probs", "logits"], default=None,
+                   help="average the teachers' probabilities (default) or their logits")
+    p.add_argument("--distill-recipe", choices=list(DISTILL_RECIPES), default=None,
+                   help="temperature and alpha: default (T=4, alpha=0.9) or hinton-asr (T=20, alpha=0.5)")
+    _add_training_options(p, "distill")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("specialists", help="specialists for the classes a generalist confuses (Hinton et al. 5)")
+    p.add_argument("generalist", metavar="GENERALIST_CKPT", help="run folder or checkpoint .safetensors/.json")
+    p.add_argument("--data", required=True, help="the generalist's data source; its test split scores the result")
+    p.add_argument("--groups", type=int, default=3, help="k of k-means on the generalist's confusions (default 3)")
+    p.add_argument("--held-out", type=int, default=5000,
+                   help="training images (a seeded subset) whose predictions are clustered (default 5000)")
+    p.add_argument("--top-k", type=int, default=1,
+                   help="specialists whose group holds one of the generalist's top-k classes take part (default 1)")
+    _add_recipe_options(p, "fast, source, source_wd (default: fast at lr 0.02 without warm-up, to fine-tune)")
+    _add_run_options(p, "specialists")
+    p.set_defaults(func=cmd_specialists)
 
     p = sub.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("checkpoint", help="run folder (its best checkpoint) or checkpoint .safetensors/.json")
@@ -358,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=None, help="max logit difference accepted (fp32 1e-4, fp16 1e-2)")
     p.add_argument("--threads", type=int, default=None, help="threads for the int8 speed comparison")
     p.set_defaults(func=cmd_export)
-    p = sub.add_parser("detect", help="CenterNet detection: synth, train, eval, predict, benchmark")
+    p = sub.add_parser("detect", help="CenterNet detection: synth, train, eval, predict, benchmark, export")
     detect = p.add_subparsers(dest="detect_command", required=True, metavar="ACTION")
     d = detect.add_parser("synth", help="write synthetic document pages (COCO json and Kuzushiji csv)")
     d.add_argument("out", help="folder to write images/, annotations.json and labels.csv to")
@@ -388,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--opt", choices=["sgd", "adam", "adamw"], default=None)
     d.add_argument("--schedule", choices=["cosine", "onecycle", "step", "constant"], default=None)
     d.add_argument("--amp", choices=["bf16", "fp16"], default=None)
+    d.add_argument("--budget-min", type=float, default=None, help="stop after this many minutes of training "
+                   "(CPU time per thread on a CPU), with the LR schedule completed over the time")
     d.add_argument("--out", default=None, help="run folder (default runs/train/detect-BACKBONE[-N])")
     d.add_argument("--exist-ok", action="store_true")
     d.add_argument("--resume", default=None, metavar="RUN_DIR")
@@ -421,8 +557,56 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-classes", type=int, default=1)
     d.add_argument("--top-k", type=int, default=100)
     d.add_argument("--threads", type=int, default=None)
-    d.add_argument("--min-time", type=float, default=2.0)
+    d.add_argument("--min-time", type=float, default=2.0, help="seconds of timed runs per detector")
+    d.add_argument("--markdown", action="store_true", help="print the table as markdown")
     d.set_defaults(func=cmd_detect_benchmark)
+
+    d = detect.add_parser("export", help="fold batch norm, export a detector to ONNX, check it against PyTorch")
+    d.add_argument("checkpoint", help="detection run folder or checkpoint file")
+    d.add_argument("--out", default=None, help="the .onnx file (default: the checkpoint's, suffix .onnx)")
+    d.add_argument("--opset", type=int, default=18)
+    d.add_argument("--input-size", type=int, default=None, help="square input (default: the checkpoint's)")
+    d.add_argument("--atol", type=float, default=1e-4, help="max difference accepted per output (scaled above 1)")
+    d.set_defaults(func=cmd_detect_export)
+
+    def add_latency_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--input-size", type=int, default=None, help="input side (default: the space's, 224 or 32)")
+        p.add_argument("--table", default=None, help="latency table file (default: one per space, input size and "
+                       "device in the lightnets cache); entries already in it are reused")
+        p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+        p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+        p.add_argument("--min-time", type=float, default=2.0, help="seconds of timed runs per table entry")
+        p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall (the protocol) or cpu: one "
+                       "thread's CPU time, without other processes' time slices (--threads 1 on a busy machine)")
+
+    p = sub.add_parser("latency-table", help="time every distinct layer of a search space once (batch 1)")
+    p.add_argument("--space", default="mobilenetv3", help="mobilenetv3 (224x224) or mobilenetv3_cifar (32x32)")
+    add_latency_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_latency_table)
+
+    p = sub.add_parser("search", help="latency-aware architecture search (MnasNet reward, regularized evolution)")
+    p.add_argument("--space", default="mobilenetv3_cifar", help="mobilenetv3_cifar (default) or mobilenetv3")
+    p.add_argument("--data", default="sample", help="proxy training data: 'sample' (built in), 'cifar10', a folder")
+    p.add_argument("--target-ms", type=float, default=None,
+                   help="latency target T (default: the predicted latency of the MobileNetV3-Large-like member)")
+    p.add_argument("--w", type=float, default=-0.07, help="reward exponent: -0.07 (MnasNet), -0.15 (small models)")
+    p.add_argument("--w-over", type=float, default=None, help="exponent over the target (default: --w)")
+    p.add_argument("--population", type=int, default=10)
+    p.add_argument("--sample", type=int, default=3, help="members drawn per cycle; the best is mutated")
+    p.add_argument("--cycles", type=int, default=20, help="mutated candidates after the random population")
+    from .search import ProxyBudget
+
+    for name, kind, what in (("train-images", int, ""), ("val-images", int, ", held out of the training split"),
+                             ("epochs", int, ""), ("batch-size", int, ""), ("lr", float, ", AdamW"),
+                             ("wd", float, ""), ("seed", int, "; also seeds the search")):
+        default = getattr(ProxyBudget(), name.replace("-", "_"))
+        p.add_argument(f"--{name}", type=kind, default=None, help=f"proxy training (default {default}{what})")
+    add_latency_options(p)
+    p.add_argument("--out", default=None, help="search folder (default runs/search/SPACE[-N])")
+    p.add_argument("--exist-ok", action="store_true", help="overwrite an existing search folder")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out, reusing its accuracies")
+    p.set_defaults(func=cmd_search)
     return parser
 
 

@@ -186,11 +186,25 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _atomic_target(path: Path) -> Path:
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to build an export in; renamed onto ``path`` when the block succeeds and
+    removed when it raises, so a failed export never leaves a file a user could mistake for a good one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    return Path(tmp)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def tolerance(atol: float, reference: np.ndarray) -> float:
+    """The accepted worst difference: ``atol`` for outputs up to 1 in magnitude, growing with the largest
+    reference value beyond that, as fp32 rounding does."""
+    return atol * max(1.0, float(np.abs(reference).max()))
 
 
 def export_onnx(
@@ -228,42 +242,49 @@ def export_onnx(
     with torch.no_grad():
         reference = model.eval()(check_inputs).float().numpy()
     to_export = _Half(copy.deepcopy(folded)) if precision == "fp16" else folded
-    tmp = _atomic_target(path)
-    try:
-        _torch_export(to_export, example, tmp, opset, dynamic_batch)
+    with atomic_output(path) as tmp:
+        export_graph(to_export, example, tmp, opset, dynamic_batch)
         if precision == "int8":
             _quantize_int8(tmp, calibration, dynamic_batch)
-        _set_metadata(tmp, info.metadata() | {"precision": precision})
+        write_metadata(tmp, info.metadata() | {"precision": precision})
         got = _run_for_check(tmp, check_inputs.numpy(), dynamic_batch)
         diff = float(np.abs(got - reference).max())
         agree = top1_agreement(got, reference)
         limit = DEFAULT_ATOL.get(precision) if atol is None else atol
         if limit is not None:
-            limit *= max(1.0, float(np.abs(reference).max()))
+            limit = tolerance(limit, reference)
         if limit is not None and not diff <= limit:
             raise LightnetsError(f"export failed the numeric check: max |logit difference| {diff:.3g} > {limit:g} "
                                  f"({precision}); nothing was written to {str(path)!r}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportResult(path, precision, opset, n_folded, diff, agree)
 
 
-def _torch_export(model: nn.Module, example: torch.Tensor, path: Path, opset: int, dynamic_batch: bool) -> None:
-    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+def export_graph(model: nn.Module, example: torch.Tensor, path: Path, opset: int, dynamic_batch: bool = False,
+                 output_names: Sequence[str] = ("logits",)) -> None:
+    """``model`` (eval mode) traced on ``example`` into the ONNX file ``path``: one input named ``input``, the
+    outputs named ``output_names``, the batch axis free with ``dynamic_batch``; the exporter's chatter hidden."""
+    names = ["input", *output_names]
+    axes = {name: {0: "batch"} for name in names} if dynamic_batch else None
     with _quiet():
-        torch.onnx.export(model.eval(), (example,), str(path), input_names=["input"], output_names=["logits"],
+        torch.onnx.export(model.eval(), (example,), str(path), input_names=["input"], output_names=list(output_names),
                           opset_version=opset, dynamic_axes=axes, dynamo=True, external_data=False)
 
 
-def _run_for_check(path: Path, inputs: np.ndarray, dynamic_batch: bool) -> np.ndarray:
+def run_outputs(path: Path, inputs: np.ndarray, dynamic_batch: bool = False) -> list[np.ndarray]:
+    """Every output of the ONNX file for ``inputs`` on ONNX Runtime, one image at a time unless ``dynamic_batch``."""
     session = onnx_session(path)
     if dynamic_batch:
-        return session.run(None, {"input": inputs})[0]
-    return np.concatenate([session.run(None, {"input": inputs[i:i + 1]})[0] for i in range(len(inputs))])
+        return session.run(None, {"input": inputs})
+    per_image = [session.run(None, {"input": inputs[i:i + 1]}) for i in range(len(inputs))]
+    return [np.concatenate(outputs) for outputs in zip(*per_image, strict=True)]
 
 
-def _set_metadata(path: Path, meta: dict[str, str]) -> None:
+def _run_for_check(path: Path, inputs: np.ndarray, dynamic_batch: bool) -> np.ndarray:
+    return run_outputs(path, inputs, dynamic_batch)[0]
+
+
+def write_metadata(path: Path, meta: dict[str, str]) -> None:
+    """Replace the ONNX file's ``metadata_props`` by ``meta``."""
     import onnx
 
     proto = onnx.load(str(path))

@@ -1,6 +1,7 @@
 """`lightnets detect synth|train|eval|predict|benchmark`: each verb runs end to end on a tiny set; errors are
 one line."""
 
+import importlib.util
 import json
 
 import pytest
@@ -21,6 +22,7 @@ def test_detect_commands_end_to_end(tmp_path, capsys):
     assert "map50" in out and f"run folder: {run}" in out
     meta = json.loads((run / "best.json").read_text())
     assert meta["task"] == "detection" and meta["classes"] == ["object"] and meta["detector"]["stacks"] == 2
+    assert (run / "curves.png").is_file() or importlib.util.find_spec("matplotlib") is None
 
     # resuming keeps the run's configuration; only the epoch count may grow
     assert main(["detect", "train", "--resume", str(run), "--epochs", "2"]) == 0
@@ -37,9 +39,14 @@ def test_detect_commands_end_to_end(tmp_path, capsys):
     assert sorted(p.name for p in drawn.iterdir()) == [f"page_0000{i}.png" for i in range(5)]
     assert capsys.readouterr().out.splitlines()[2].split()[-1] == "7"
 
-    assert main(["detect", "benchmark", "--backbones", "mobilenetv1_025", "--input-size", "64",
-                 "--min-time", "0.05"]) == 0
-    assert capsys.readouterr().out.splitlines()[2].split()[:3] == ["mobilenetv1_025", "1", "64"]
+    # two detectors timed side by side, as a markdown table; the first is the reference of "x first"
+    assert main(["detect", "benchmark", "--backbones", "mobilenetv1_025,mobilenetv3_small_075", "--input-size", "64",
+                 "--min-time", "0.1", "--markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| backbone | stacks | input |") and "| median ms |" in lines[0]
+    first, second = ([cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:4])
+    assert first[:3] == ["mobilenetv1_025", "1", "64"] and first[-2] == "1.00"
+    assert second[0] == "mobilenetv3_small_075" and float(second[5]) > 0 and float(second[-2]) > 0
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -9,15 +9,6 @@ from lightnets.detect import DETECTION_RECIPE, read_coco, synthetic_pages, train
 pytest.importorskip("faster_coco_eval")
 
 
-@pytest.fixture
-def one_thread():
-    # A model this small runs faster on one thread than on two shared with other processes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_tiny_model_overfits_four_pages(tmp_path, one_thread):
     torch.manual_seed(0)
     pages = read_coco(synthetic_pages(tmp_path / "pages", 4, size=(128, 128), char_sizes=(14, 24), alphabet="ABC"))

@@ -5,6 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+from conftest import randomize_batch_norms
 from PIL import Image
 from torch import nn
 
@@ -23,14 +24,8 @@ def trained_like(name: str) -> tuple[nn.Module, ex.DeployInfo]:
     """A model whose batch norms hold non-trivial statistics and whose logits are large, as after training,
     so that folding and export errors would show (fresh models have identity batch norms and tiny logits)."""
     model, info = ex.load_for_deploy(name)
-    g = torch.Generator().manual_seed(0)
+    randomize_batch_norms(model)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.normal_(0, 0.2, generator=g)
         model.get_classifier().weight.mul_(300)
     return model.eval(), info
 

@@ -4,7 +4,7 @@ from .backends import BACKENDS, backend_missing
 from .benchmark import BenchResult, plot_accuracy_latency, result_rows, run_benchmark, write_results
 from .count import Counts, count, count_params
 from .presets import PRESETS, preset_models, source_rows
-from .timing import Timing, matmul_peak_gflops, thread_count, time_fn, time_interleaved
+from .timing import Timing, cpu_name, matmul_peak_gflops, thread_count, time_fn, time_interleaved
 
 __all__ = [
     "BACKENDS",
@@ -15,6 +15,7 @@ __all__ = [
     "backend_missing",
     "count",
     "count_params",
+    "cpu_name",
     "matmul_peak_gflops",
     "plot_accuracy_latency",
     "preset_models",

@@ -9,12 +9,14 @@ even when the absolute figures drift.
 from __future__ import annotations
 
 import importlib.util
+import platform
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -45,23 +47,28 @@ def synchronizer(device: str | torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def _timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
-    start = time.perf_counter()
+def _timed(fn: Callable[[], object], sync: Callable[[], None], clock: Callable[[], float] = time.perf_counter
+           ) -> float:
+    start = clock()
     fn()
     sync()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def time_fn(fn: Callable[[], object], min_time: float = 2.0, warmup: int = 3, min_runs: int = 5,
-            sync: Callable[[], None] = lambda: None) -> Timing:
-    """Warm up, then call ``fn`` until ``min_time`` seconds and ``min_runs`` calls have passed."""
+            sync: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.perf_counter) -> Timing:
+    """Warm up, then call ``fn`` until ``min_time`` seconds (wall clock) and ``min_runs`` calls have passed.
+
+    ``clock`` times each call: the wall clock by default; ``time.thread_time`` counts only the calling thread's
+    CPU time, so the time slices other processes get on a busy machine are left out (one-thread CPU work).
+    """
     for _ in range(warmup):
         fn()
     sync()
     samples: list[float] = []
     end = time.perf_counter() + min_time
     while len(samples) < min_runs or time.perf_counter() < end:
-        samples.append(_timed(fn, sync))
+        samples.append(_timed(fn, sync, clock))
     return Timing.from_seconds(samples)
 
 
@@ -75,11 +82,13 @@ class Interleaved:
 
 
 def time_interleaved(fns: Mapping[str, Callable[[], object]], baseline: str | None = None, min_time: float = 2.0,
-                     rounds: int = 10, warmup: int = 3, sync: Callable[[], None] = lambda: None) -> Interleaved:
+                     rounds: int = 10, warmup: int = 3, sync: Callable[[], None] = lambda: None,
+                     clock: Callable[[], float] = time.perf_counter) -> Interleaved:
     """Time several callables side by side: ``rounds`` rounds, each a burst of every candidate in turn.
 
     Each candidate gets at least ``min_time`` seconds in all. The first call of each burst is discarded
     (it pays for the caches the previous candidate evicted), and the order rotates every round.
+    ``clock`` times each call (see ``time_fn``).
     """
     names = list(fns)
     baseline = baseline or names[0]
@@ -90,7 +99,7 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], baseline: str | No
         for _ in range(warmup):
             fn()
         sync()
-        per_call[name] = max(_timed(fn, sync), 1e-6)
+        per_call[name] = max(_timed(fn, sync, clock), 1e-6)
     burst_time = min_time / rounds
     samples: dict[str, list[float]] = {n: [] for n in names}
     round_medians: dict[str, list[float]] = {n: [] for n in names}
@@ -98,8 +107,8 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], baseline: str | No
         for name in names[r % len(names):] + names[: r % len(names)]:
             fn = fns[name]
             calls = max(2, int(burst_time / per_call[name]) + 1)
-            _timed(fn, sync)
-            burst = [_timed(fn, sync) for _ in range(calls)]
+            _timed(fn, sync, clock)
+            burst = [_timed(fn, sync, clock) for _ in range(calls)]
             samples[name] += burst
             round_medians[name].append(statistics.median(burst))
     ratios = {
@@ -156,3 +165,13 @@ def thread_count(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one), for saying where a timing was taken."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

@@ -4,6 +4,7 @@
     pages = read_coco(synthetic_pages("pages/", 200), class_agnostic=True)
     result = train_detector(pages, "mobilenetv3_large_100", stacks=2, epochs=10)   # through lightnets.train's loop
     evaluate(model, DetectionCache(pages, 512))   # f1, precision, recall, map, map50, ...
+    export_detector(result.run_dir, "detector.onnx")   # then OnnxDetector("detector.onnx")(image) on ONNX Runtime
 """
 
 from .data import (
@@ -17,6 +18,7 @@ from .data import (
     read_kuzushiji,
 )
 from .decode import Detections, decode
+from .deploy import DetectorExport, OnnxDetector, decode_heads, export_detector
 from .draw import draw_detections
 from .loss import centernet_loss, focal_loss
 from .metrics import coco_map, coco_map_available, kuzushiji_f1
@@ -53,19 +55,23 @@ __all__ = [
     "DetectionRecord",
     "DetectionTask",
     "Detections",
+    "DetectorExport",
     "FileSource",
+    "OnnxDetector",
     "build_targets",
     "centernet_loss",
     "coco_map",
     "coco_map_available",
     "create_detector",
     "decode",
+    "decode_heads",
     "detect_images",
     "detector_latency",
     "draw_detections",
     "evaluate",
     "evaluate_detector",
     "evaluation",
+    "export_detector",
     "focal_loss",
     "gaussian_radius",
     "kuzushiji_f1",

@@ -1,9 +1,10 @@
 """Detection runs on the shared loop: train a CenterNet, load its checkpoint, evaluate, predict, time it.
 
 Training goes through ``lightnets.train.loop.fit`` with :class:`DetectionBatches`, :class:`DetectionTask` and
-:func:`evaluation`; checkpoints, resume, progress and ``metrics.jsonl`` are the loop's. Of the recipe, the
-optimisation fields are used (epochs, batch size, optimizer, LR, weight decay, schedule, warm-up, EMA, gradient
-clipping, amp, seed); the classification augmentation fields are not: detection has its own augmentation.
+:func:`evaluation`; checkpoints, resume, progress and ``metrics.jsonl`` are the loop's, and ``curves.png`` is
+drawn at the end. Of the recipe, the optimisation fields are used (epochs, batch size, optimizer, LR, weight
+decay, schedule, warm-up, EMA, gradient clipping, amp, time budget, seed); the classification augmentation fields
+are not: detection has its own augmentation.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,13 @@ import torch
 
 from .. import __version__
 from ..bench import count
-from ..bench.timing import Timing, thread_count, time_fn
+from ..bench.timing import Timing, thread_count, time_interleaved
 from ..data import decode_image
 from ..errors import LightnetsError
 from ..train.checkpoint import load_checkpoint, restore_model
 from ..train.classify import image_files, init_distributed, pick_device, prepare_run_dir, resume_config
 from ..train.loop import LoopConfig, fit, rank_and_world
+from ..train.plots import plot_curves
 from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
 from .data import DetectionCache, DetectionDataset, read_detection_data
 from .decode import Detections, decode
@@ -145,12 +147,14 @@ def train_detector(
             "letterbox": "centered, mean-colour padding", "top_k": top_k, "recipe": rec.to_dict(),
             "data": config["data"]}
     loop = LoopConfig(epochs=rec.epochs, amp=rec.amp, ema=rec.ema, grad_clip=rec.grad_clip, monitor=monitor,
-                      seed=rec.seed, progress=progress)
+                      seed=rec.seed, time_budget=rec.budget_min * 60 if rec.budget_min else None, progress=progress)
     history = fit(model, DetectionTask(), batches, make_optimizer(model, rec), make_schedule(rec), loop, run_dir,
                   evaluate=evaluate_epoch, meta=meta, resume=resume is not None)
     weights, _ = load_checkpoint(run_dir / "last")
     model.load_state_dict(weights)
     final = evaluate(model, val_cache, top_k=top_k, with_map=monitor == "val_map50")
+    if rank == 0:
+        plot_curves(history, run_dir / "curves.png")
     return DetectTrainResult(run_dir, history, final, config)
 
 
@@ -205,7 +209,8 @@ def predict_files(checkpoint: str | Path | CenterNet, inputs: Sequence[str | Pat
 
 @dataclass(frozen=True)
 class DetectorLatency:
-    """Batch-1 latency of a detector's forward pass plus decoding, with its size and cost."""
+    """Batch-1 latency of a detector's forward pass plus decoding, with its size and cost; ``vs_first`` is its
+    latency over the first detector's, measured side by side."""
 
     name: str
     input_size: int
@@ -214,20 +219,26 @@ class DetectorLatency:
     macs: int
     timing: Timing
     threads: int
+    vs_first: float
 
 
-def detector_latency(backbone: str, *, num_classes: int = 1, stacks: int = 1, input_size: int = 512,
-                     top_k: int = 100, threads: int | None = None, min_time: float = 2.0) -> DetectorLatency:
-    """Eval-mode, inference-mode batch-1 latency of a (randomly initialised) detector at ``input_size``, heads
-    and top-K decoding included: warm-up, then the median and p90 of at least ``min_time`` seconds of runs."""
-    model = create_detector(backbone, num_classes, stacks=stacks).eval()
+def detector_latency(backbones: Sequence[str], *, num_classes: int = 1, stacks: int = 1, input_size: int = 512,
+                     top_k: int = 100, threads: int | None = None, min_time: float = 2.0) -> list[DetectorLatency]:
+    """Eval-mode, inference-mode batch-1 latency of (randomly initialised) detectors on each of ``backbones`` at
+    ``input_size``, heads and top-K decoding included: warm-up, then at least ``min_time`` seconds each, timed
+    side by side in alternating bursts (``time_interleaved``) so every detector sees the same machine load;
+    median and p90 per detector."""
+    if not backbones:
+        raise LightnetsError("give at least one backbone to time")
+    models = {name: create_detector(name, num_classes, stacks=stacks).eval() for name in dict.fromkeys(backbones)}
+    counts = {name: count(model, input_size) for name, model in models.items()}
     x = torch.randn(1, 3, input_size, input_size)
-    counts = count(model, input_size)
 
-    def run() -> list[Detections]:
-        return decode(model(x)[-1], stride=model.output_stride, top_k=top_k)
+    def runner(model: CenterNet) -> Callable[[], list[Detections]]:
+        return lambda: decode(model(x)[-1], stride=model.output_stride, top_k=top_k)
 
     with thread_count(threads), torch.inference_mode():
-        timing = time_fn(run, min_time=min_time)
+        timed = time_interleaved({name: runner(model) for name, model in models.items()}, min_time=min_time)
         used = torch.get_num_threads()
-    return DetectorLatency(backbone, input_size, stacks, counts.params, counts.macs, timing, used)
+    return [DetectorLatency(name, input_size, stacks, counts[name].params, counts[name].macs, timed.timings[name],
+                            used, timed.ratios[name]) for name in models]

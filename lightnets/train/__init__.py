@@ -1,9 +1,10 @@
-"""Training: the shared loop (``fit``), recipes, checkpoints, and classification on top of them."""
+"""Training: the shared loop (``fit``), recipes, checkpoints, and classification and distillation on top of them."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .classify import (
     ClassificationTask,
     EvalResult,
+    RunSetup,
     TrainResult,
     evaluate,
     evaluate_split,
@@ -12,6 +13,7 @@ from .classify import (
     resume_config,
     train,
 )
+from .distillation import Distillation, Specialist, SpecialistsResult, distill, specialists
 from .loop import BatchSource, Ema, LoopConfig, NonFiniteLoss, fit
 from .recipes import RECIPES, Recipe, get_recipe, make_optimizer, make_schedule
 
@@ -19,12 +21,17 @@ __all__ = [
     "RECIPES",
     "BatchSource",
     "ClassificationTask",
+    "Distillation",
     "Ema",
     "EvalResult",
     "LoopConfig",
     "NonFiniteLoss",
     "Recipe",
+    "RunSetup",
+    "Specialist",
+    "SpecialistsResult",
     "TrainResult",
+    "distill",
     "evaluate",
     "evaluate_split",
     "fit",
@@ -36,5 +43,6 @@ __all__ = [
     "predict",
     "resume_config",
     "save_checkpoint",
+    "specialists",
     "train",
 ]

@@ -2,7 +2,9 @@
 
 Classification is one instance of the loop's contract (see ``loop.py``): ``ClassificationTask`` turns
 a batch into cross-entropy and accuracy, ``ImageBatches`` is the batch source, and
-``evaluate_split`` is the per-epoch evaluation.
+``evaluate_split`` is the per-epoch evaluation. Runs that train a classifier differently (distillation,
+specialists) pass ``train`` a ``RunSetup``, so they share its data, run folders, checkpoints, resume
+and reports.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..data.folder import IMAGE_EXTENSIONS
 from ..errors import LightnetsError
 from ..models import create_model, model_info
 from .checkpoint import load_checkpoint, restore_model
-from .loop import LoopConfig, fit, rank_and_world
+from .loop import LoopConfig, Task, fit, rank_and_world
 from .plots import plot_confusion, plot_curves
 from .recipes import Recipe, get_recipe, make_optimizer, make_schedule
 
@@ -105,6 +107,19 @@ def evaluate_split(model: nn.Module, split: Split, classes: list[str], mean: lis
                       float(sums[0]) / count, confusion.cpu(), classes, count)
 
 
+@torch.no_grad()
+def split_logits(model: nn.Module, split: Split, mean: list[float], std: list[float], *,
+                 batch_size: int = 500) -> torch.Tensor:
+    """``model``'s float32 logits for every image of ``split``, in order, on the CPU (for analyses
+    that need the predictions themselves, not only accuracy)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [model(x).float().cpu() for x, _ in eval_batches(split, batch_size, mean, std, device=device)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
 def pick_device(device: str | None = None) -> torch.device:
     """The given device, else CUDA (this process's local rank), else MPS, else CPU."""
     if device:
@@ -124,10 +139,10 @@ def init_distributed(device: torch.device) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
-def prepare_run_dir(out: str | Path | None, model: str, exist_ok: bool) -> Path:
-    """The run folder: ``out`` (refused if not empty, unless ``exist_ok``) or the next free ``runs/train/MODEL-N``."""
+def prepare_run_dir(out: str | Path | None, model: str, exist_ok: bool, kind: str = "train") -> Path:
+    """The run folder: ``out`` (refused if not empty, unless ``exist_ok``) or the next free ``runs/KIND/MODEL-N``."""
     if out is None:
-        base = Path("runs") / "train" / model
+        base = Path("runs") / kind / model
         out, i = base, 1
         while out.exists():
             i += 1
@@ -144,16 +159,48 @@ def prepare_run_dir(out: str | Path | None, model: str, exist_ok: bool) -> Path:
     return out
 
 
-def resume_config(run_dir: Path, **overrides: Any) -> tuple[dict[str, Any], Recipe]:
-    """A run folder's ``config.json`` and its recipe; of the ``overrides`` only a larger ``epochs`` may differ."""
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's ``config.json``, or one clear error saying it has none."""
     try:
-        cfg = json.loads((Path(run_dir) / "config.json").read_text())
+        return json.loads((Path(run_dir) / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise LightnetsError(f"cannot resume {run_dir}: no readable config.json ({err})") from None
+
+
+def resume_config(run_dir: Path, **overrides: Any) -> tuple[dict[str, Any], Recipe]:
+    """A run folder's ``config.json`` and its recipe; of the ``overrides`` only a larger ``epochs`` may differ."""
+    cfg = read_run_config(run_dir)
     rec = Recipe(**cfg["recipe"]).replace(**overrides)
     if rec.epochs < cfg["recipe"]["epochs"] or rec.to_dict() | {"epochs": 0} != cfg["recipe"] | {"epochs": 0}:
         raise LightnetsError("a resumed run keeps its recipe; only --epochs may grow")
     return cfg, rec
+
+
+class RunSetup:
+    """How a classification run starts and learns; this base is plain training (fresh weights, cross-entropy).
+
+    Subclasses change only what differs (distillation: the task; specialists: the starting weights
+    and normalisation) and so share all of ``train``: data, run folder, checkpoints, resume, plots.
+    ``kind`` (the command that starts such runs) is recorded in ``config.json``, so a run resumes only
+    with a setup of its own kind; it also names the default run folder ``runs/KIND/MODEL`` and the key
+    under which ``record()`` joins the config and every checkpoint's metadata.
+    """
+
+    kind = "train"
+
+    def normalisation(self, dataset: Dataset) -> tuple[list[float], list[float]]:
+        """The (mean, std) the model's inputs are standardised with: the training images' own."""
+        return dataset.mean_std()
+
+    def build(self, net: nn.Module, dataset: Dataset, rec: Recipe, mean: list[float], std: list[float],
+              device: torch.device) -> Task:
+        """The loop's task, built before the run folder exists (so bad arguments leave no folder behind);
+        may also set ``net``'s starting weights, which happens before the optimizer is made."""
+        return ClassificationTask(rec.label_smoothing)
+
+    def record(self) -> dict[str, Any]:
+        """What the run folder's config and checkpoints record under ``kind`` (plain training: nothing)."""
+        return {}
 
 
 @dataclass
@@ -184,17 +231,22 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
           recipe: str | Recipe = "fast", *, out: str | Path | None = None, exist_ok: bool = False,
           resume: str | Path | None = None, image_size: int | None = None, val_split: float | None = None,
           strict: bool = False, device: str | None = None, model_args: dict[str, Any] | None = None,
-          progress: bool = True, **overrides: Any) -> TrainResult:
+          progress: bool = True, setup: RunSetup | None = None, **overrides: Any) -> TrainResult:
     """Train a registered model on a data source and evaluate it; returns the run's history and final test result.
 
     ``recipe`` is a name from ``RECIPES`` or a ``Recipe``; keyword ``overrides`` replace its fields
     (``epochs=5, lr=0.05``). ``resume`` continues the run in that folder exactly where it stopped,
     with the configuration it was started with. Under ``torchrun`` the run uses DistributedDataParallel
-    with ``batch_size`` as the global batch.
+    with ``batch_size`` as the global batch. ``setup`` changes how the model starts and learns
+    (``lightnets.distill`` and ``lightnets.specialists`` pass theirs); the default is plain training.
     """
+    setup = setup or RunSetup()
     if resume is not None:
         run_dir = Path(resume)
         cfg, rec = resume_config(run_dir, **overrides)
+        if cfg.get("kind", "train") != setup.kind:
+            raise LightnetsError(f"{run_dir} is a {cfg.get('kind', 'train')} run, not a {setup.kind} run; resume it "
+                                 f"with `lightnets {cfg.get('kind', 'train')} --resume {run_dir}`")
         model, data, image_size, val_split = cfg["model"], cfg["data"], cfg["image_size"], cfg["val_split"]
         model_args = cfg["model_args"]
     else:
@@ -208,14 +260,18 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
                                                                strict=strict, seed=rec.seed)
     net = create_model(model, num_classes=len(dataset.classes), **(model_args or {}))
     net = net.to(dev, memory_format=torch.channels_last if rec.channels_last else torch.contiguous_format)
-    mean, std = dataset.mean_std()
-    config = {"model": model, "model_args": model_args or {}, "data": str(dataset.source), "image_size": image_size,
-              "val_split": val_split, "recipe": rec.to_dict(), "classes": dataset.classes, "mean": mean, "std": std,
+    mean, std = setup.normalisation(dataset)
+    task = setup.build(net, dataset, rec, mean, std, dev)
+    record = setup.record()
+    record = {setup.kind: record} if record else {}
+    config = {"kind": setup.kind, **record, "model": model, "model_args": model_args or {},
+              "data": str(dataset.source), "image_size": image_size, "val_split": val_split, "recipe": rec.to_dict(),
+              "classes": dataset.classes, "mean": mean, "std": std,
               "train_images": len(dataset.train), "test_images": len(dataset.test), "skipped": len(dataset.skipped),
               "device": str(dev), "world_size": world, "threads": torch.get_num_threads(),
               "torch": torch.__version__, "lightnets": __version__}
     if resume is None:
-        run_dir = prepare_run_dir(out, model, exist_ok) if rank == 0 else Path(out or "")
+        run_dir = prepare_run_dir(out, model, exist_ok, setup.kind) if rank == 0 else Path(out or "")
         config["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
         if rank == 0:
             (run_dir / "config.json").write_text(json.dumps(config, indent=2))
@@ -236,11 +292,11 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
 
     meta = {"model": model, "model_args": model_args or {}, "num_classes": len(dataset.classes),
             "classes": dataset.classes, "image_size": image_size, "mean": mean, "std": std,
-            "recipe": rec.to_dict(), "data": str(dataset.source)}
+            "recipe": rec.to_dict(), "data": str(dataset.source), **record}
     loop = LoopConfig(epochs=rec.epochs, amp=rec.amp, ema=rec.ema, grad_clip=rec.grad_clip, seed=rec.seed,
                       time_budget=rec.budget_min * 60 if rec.budget_min else None, progress=progress)
-    history = fit(net, ClassificationTask(rec.label_smoothing), batches, make_optimizer(net, rec),
-                  make_schedule(rec), loop, run_dir, evaluate=evaluate, meta=meta, resume=resume is not None)
+    history = fit(net, task, batches, make_optimizer(net, rec), make_schedule(rec), loop, run_dir,
+                  evaluate=evaluate, meta=meta, resume=resume is not None)
     weights, _ = load_checkpoint(run_dir / "last")
     net.load_state_dict(weights)
     final = evaluate_split(net, dataset.test, dataset.classes, mean, std, amp=rec.amp, tta=rec.tta,

@@ -1,4 +1,4 @@
-"""Loss/accuracy curves and confusion matrices as png, when matplotlib is installed (it is optional)."""
+"""Training curves (any task's metrics) and confusion matrices as png, when matplotlib is installed (it is optional)."""
 
 from __future__ import annotations
 
@@ -18,22 +18,44 @@ def _pyplot():  # noqa: ANN202 - matplotlib's module, or None without it
     return plt
 
 
+# Figures the loop adds to every record about speed, not about what the model learns.
+_NOT_CURVES = {"train_img_s"}
+
+
+def curve_panels(history: list[dict]) -> list[tuple[str, list[str]]]:
+    """The panels of :func:`plot_curves`, read off the history so every task gets its own keys plotted:
+    ``loss`` (train and validation), ``training`` (the task's other per-epoch metrics: accuracy, loss parts)
+    and ``validation`` (top-1, mAP, F1, ...). A series that never reaches 0 (COCO's -1 for "no objects of
+    this size") is left out."""
+    keys = [k for k in dict.fromkeys(k for r in history for k in r) if k not in _NOT_CURVES]
+    values = {k: [r[k] for r in history if isinstance(r.get(k), int | float)] for k in keys}
+    keys = [k for k in keys if values[k] and max(values[k]) >= 0]
+    losses = [k for k in keys if k in ("train_loss", "val_loss")]
+    panels = [("loss", losses), ("training", [k for k in keys if k.startswith("train_") and k not in losses]),
+              ("validation", [k for k in keys if k.startswith("val_") and k not in losses])]
+    return [(title, names) for title, names in panels if names]
+
+
 def plot_curves(history: list[dict], path: Path) -> Path | None:
-    """Train and validation loss and accuracy per epoch, side by side."""
+    """Per-epoch curves side by side, one panel per :func:`curve_panels` group; a panel whose positive values
+    span more than 20x (losses early in training) gets a log scale."""
     plt = _pyplot()
-    if plt is None or not history:
+    panels = curve_panels(history) if history else []
+    if plt is None or not panels:
         return None
-    epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, keys, title in ((axes[0], ("train_loss", "val_loss"), "loss"),
-                            (axes[1], ("train_acc", "val_top1"), "accuracy")):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], panels, strict=True):
+        shown = []
         for k in keys:
-            if k in history[0]:
-                ax.plot(epochs, [r[k] for r in history], marker=".", label=k)
+            points = [(r["epoch"], r[k]) for r in history if isinstance(r.get(k), int | float)]
+            ax.plot(*zip(*points, strict=True), marker=".", label=k)
+            shown += [v for _, v in points]
+        if min(shown) > 0 and max(shown) > 20 * min(shown):
+            ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,7 +1,8 @@
 """Knowledge distillation (Hinton, Vinyals and Dean 2015): soft targets, teacher ensembles, specialists.
 
 The pieces here are plain functions and modules; the training loop uses them as a loss and a
-teacher, so distillation needs no loop of its own.
+teacher (``DistillationTask``), so distillation needs no loop of its own. The runs built on them
+(``lightnets.distill``, ``lightnets.specialists``) are in ``lightnets.train.distillation``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import LightnetsError
+from ..errors import LightnetsError
 
 # Defaults a user can trust on image classification with a small student: a moderate temperature
 # (Hinton et al. found lower temperatures best when the student is much smaller than the teacher)
@@ -28,6 +29,7 @@ RECIPES = {
 
 
 def check_distill_args(temperature: float, alpha: float) -> None:
+    """Reject a temperature or soft-target weight outside its range before any training starts."""
     if not temperature > 0:
         raise LightnetsError(f"temperature must be > 0, got {temperature!r}")
     if not 0.0 <= alpha <= 1.0:
@@ -40,12 +42,14 @@ def distillation_loss(
     labels: torch.Tensor,
     temperature: float = DEFAULT_TEMPERATURE,
     alpha: float = DEFAULT_ALPHA,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """``alpha * T^2 * KL(teacher || student at T) + (1 - alpha) * CE(student, labels)``.
 
     ``teacher_probs`` are the teacher's probabilities already softened at ``temperature`` (see
-    ``soft_targets``), so an ensemble can average them. The T^2 factor keeps the soft-target
-    gradients the same size as the hard-target ones whatever the temperature.
+    ``TeacherEnsemble``), so an ensemble can average them. The T^2 factor keeps the soft-target
+    gradients the same size as the hard-target ones whatever the temperature. ``label_smoothing``
+    applies to the hard-target term only, so a recipe's smoothing means the same as in training.
     """
     check_distill_args(temperature, alpha)
     if student_logits.shape != teacher_probs.shape:
@@ -57,21 +61,27 @@ def distillation_loss(
     soft = F.kl_div(log_student, teacher_probs.float(), reduction="batchmean") * temperature**2
     if alpha == 1.0:
         return alpha * soft
-    hard = F.cross_entropy(student_logits.float(), labels)
+    hard = F.cross_entropy(student_logits.float(), labels, label_smoothing=label_smoothing)
     return alpha * soft + (1.0 - alpha) * hard
+
+
+Norm = tuple[Sequence[float], Sequence[float]]  # per-channel (mean, std) on the 0..1 scale
 
 
 class TeacherEnsemble(nn.Module):
     """One or more frozen teachers whose temperature-softened predictions are averaged.
 
     ``combine='probs'`` averages probabilities (the paper's ensemble); ``'logits'`` averages logits
-    and softens the mean. Each teacher may take its own input size: ``input_sizes`` resizes the
-    (already augmented) student batch for that teacher, so a 224-pixel teacher can teach a 32-pixel
-    student on the same images.
+    and softens the mean. Each teacher may expect its own normalisation and input size: ``norms``
+    gives the (mean, std) teacher i was trained with and ``input_norm`` the one of the batches
+    passed in, so the student's standardisation is undone and the teacher's applied; then
+    ``input_sizes`` resizes the batch for that teacher. So a 224-pixel teacher trained on other
+    statistics can teach a 32-pixel student on the very same augmented images.
     """
 
     def __init__(self, teachers: Sequence[nn.Module], combine: str = "probs",
-                 input_sizes: Sequence[int | None] | None = None) -> None:
+                 input_sizes: Sequence[int | None] | None = None, norms: Sequence[Norm | None] | None = None,
+                 input_norm: Norm | None = None) -> None:
         super().__init__()
         if not teachers:
             raise LightnetsError("at least one teacher is needed")
@@ -82,6 +92,26 @@ class TeacherEnsemble(nn.Module):
         self.input_sizes = list(input_sizes) if input_sizes is not None else [None] * len(teachers)
         if len(self.input_sizes) != len(teachers):
             raise LightnetsError(f"{len(teachers)} teachers but {len(self.input_sizes)} input sizes")
+        norms = list(norms) if norms is not None else [None] * len(teachers)
+        if len(norms) != len(teachers):
+            raise LightnetsError(f"{len(teachers)} teachers but {len(norms)} normalisations")
+        if input_norm is None and any(n is not None for n in norms):
+            raise LightnetsError("teacher normalisations need input_norm, the (mean, std) of the student's batches")
+        # Teacher i sees x * scale[i] + shift[i]: (x * std_in + mean_in - mean_i) / std_i, per channel.
+        self.renorm = [n is not None for n in norms]
+        scales, shifts = [], []
+        for norm in norms:
+            if norm is None:
+                scales.append(torch.ones(1))
+                shifts.append(torch.zeros(1))
+                continue
+            mean_in, std_in = (torch.tensor(v, dtype=torch.float32) for v in input_norm)
+            mean_t, std_t = (torch.tensor(v, dtype=torch.float32) for v in norm)
+            scales.append(std_in / std_t)
+            shifts.append((mean_in - mean_t) / std_t)
+        channels = max(len(v) for v in scales)
+        self.register_buffer("scale", torch.stack([v.expand(channels) for v in scales]), persistent=False)
+        self.register_buffer("shift", torch.stack([v.expand(channels) for v in shifts]), persistent=False)
         self.requires_grad_(False)
         self.eval()
 
@@ -89,18 +119,52 @@ class TeacherEnsemble(nn.Module):
         """Teachers stay in eval mode (frozen BatchNorm statistics) even inside a training model."""
         return super().train(False)
 
-    def _inputs(self, x: torch.Tensor, size: int | None) -> torch.Tensor:
+    def _inputs(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        if self.renorm[i]:
+            x = x * self.scale[i].view(1, -1, 1, 1) + self.shift[i].view(1, -1, 1, 1)
+        size = self.input_sizes[i]
         if size is None or tuple(x.shape[-2:]) == (size, size):
             return x
         return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
-    @torch.inference_mode()
     def forward(self, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """The ensemble's probabilities at ``temperature``."""
-        logits = [t(self._inputs(x, s)).float() for t, s in zip(self.teachers, self.input_sizes, strict=True)]
-        if self.combine == "logits":
-            return F.softmax(torch.stack(logits).mean(0) / temperature, dim=1)
-        return torch.stack([F.softmax(z / temperature, dim=1) for z in logits]).mean(0)
+        """The ensemble's probabilities at ``temperature``.
+
+        Computed in inference mode, returned as an ordinary tensor: a loss that is backpropagated
+        may use it (autograd refuses to save inference tensors).
+        """
+        with torch.inference_mode():
+            logits = [t(self._inputs(x, i)).float() for i, t in enumerate(self.teachers)]
+            if self.combine == "logits":
+                probs = F.softmax(torch.stack(logits).mean(0) / temperature, dim=1)
+            else:
+                probs = torch.stack([F.softmax(z / temperature, dim=1) for z in logits]).mean(0)
+        return probs.clone()
+
+
+class DistillationTask:
+    """The training loop's task for distillation (see ``train/loop.py``): ``distillation_loss`` on each batch.
+
+    The teachers see the same augmented batch as the student, on the same device, so the soft
+    targets match exactly what the student is shown. Reports the student's accuracy as ``acc`` (as
+    classification does) and the teachers' as ``teacher_acc``, which exposes a wrong teacher
+    normalisation at once.
+    """
+
+    def __init__(self, teachers: TeacherEnsemble, temperature: float = DEFAULT_TEMPERATURE,
+                 alpha: float = DEFAULT_ALPHA, label_smoothing: float = 0.0) -> None:
+        check_distill_args(temperature, alpha)
+        self.teachers, self.temperature, self.alpha = teachers, temperature, alpha
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, labels = batch
+        logits = model(images)
+        probs = self.teachers(images, self.temperature)
+        loss = distillation_loss(logits, probs, labels, self.temperature, self.alpha, self.label_smoothing)
+        return loss, {"acc": 100 * (logits.argmax(1) == labels).float().mean(),
+                      "teacher_acc": 100 * (probs.argmax(1) == labels).float().mean()}
 
 
 def check_same_classes(teacher_classes: Sequence[Sequence[str]], student_classes: Sequence[str]) -> None:
@@ -124,12 +188,23 @@ def prediction_covariance(probs: torch.Tensor) -> torch.Tensor:
     return (centred.T @ centred / max(1, probs.shape[0] - 1)).float()
 
 
-def kmeans(points: torch.Tensor, k: int, seed: int = 0, iters: int = 100) -> torch.Tensor:
-    """Cluster the rows of ``points`` into ``k`` groups (k-means++ start, Lloyd iterations); returns labels."""
+def kmeans(points: torch.Tensor, k: int, seed: int = 0, iters: int = 100, restarts: int = 50) -> torch.Tensor:
+    """Cluster the rows of ``points`` into ``k`` groups; returns labels.
+
+    The best (least within-cluster squared distance) of ``restarts`` runs of k-means++ seeding and
+    Lloyd iterations: one run alone often settles in a poor local optimum.
+    """
     n = points.shape[0]
     if not 1 <= k <= n:
         raise LightnetsError(f"number of groups must be between 1 and {n}, got {k}")
     gen = torch.Generator().manual_seed(seed)
+    runs = [_kmeans_once(points, k, gen, iters) for _ in range(max(1, restarts))]
+    return min(runs, key=lambda r: r[1])[0]
+
+
+def _kmeans_once(points: torch.Tensor, k: int, gen: torch.Generator, iters: int) -> tuple[torch.Tensor, float]:
+    """One k-means++ seeding and Lloyd run: the labels and their within-cluster sum of squared distances."""
+    n = points.shape[0]
     centres = [points[torch.randint(n, (1,), generator=gen).item()]]
     for _ in range(1, k):
         dist = torch.cdist(points, torch.stack(centres)).min(1).values.square()
@@ -138,25 +213,30 @@ def kmeans(points: torch.Tensor, k: int, seed: int = 0, iters: int = 100) -> tor
     centre_t = torch.stack(centres)
     labels = torch.cdist(points, centre_t).argmin(1)
     for _ in range(iters):
-        for j in range(k):
-            members = points[labels == j]
-            if len(members):
-                centre_t[j] = members.mean(0)
+        counts = torch.bincount(labels, minlength=k)[:, None]
+        sums = torch.zeros_like(centre_t).index_add_(0, labels, points)
+        centre_t = torch.where(counts > 0, sums / counts.clamp_min(1), centre_t)  # an empty cluster keeps its centre
         new = torch.cdist(points, centre_t).argmin(1)
         if torch.equal(new, labels):
             break
         labels = new
-    return labels
+    return labels, float((points - centre_t[labels]).square().sum())
 
 
 def group_confused_classes(probs: torch.Tensor, num_groups: int, seed: int = 0) -> list[list[int]]:
-    """Groups of classes the generalist confuses: k-means on the columns of its prediction covariance.
+    """Groups of classes the generalist confuses: k-means on the columns of its prediction covariance,
+    scaled to correlations.
 
-    Returns the groups with at least two classes (a specialist for one class would learn nothing the
-    generalist does not know), each sorted, largest first.
+    Raw covariance columns differ mostly by each class's own variance (how confidently it is
+    predicted), which hides who is confused with whom: on a CIFAR-10 generalist (2,000 training
+    images) they gave one group of six to nine classes; correlations give {cat, dog}, {automobile,
+    truck}, {airplane, ship}, {deer, horse} and the like. Returns the groups with at least two
+    classes (a specialist for one class would learn nothing the generalist does not know), each
+    sorted, largest first.
     """
     cov = prediction_covariance(probs)
-    labels = kmeans(cov, num_groups, seed)
+    std = cov.diag().clamp_min(1e-12).sqrt()
+    labels = kmeans(cov / std[:, None] / std[None, :], num_groups, seed)
     groups = [sorted(torch.nonzero(labels == j).flatten().tolist()) for j in range(num_groups)]
     return sorted((g for g in groups if len(g) >= 2), key=lambda g: (-len(g), g))
 
