@@ -12,6 +12,7 @@ from .errors import LightnetsError
 from .report import format_table
 
 if TYPE_CHECKING:
+    from .search import ProxyBudget
     from .train import TrainResult
 
 
@@ -240,7 +241,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.data is None and args.resume is None:
         raise LightnetsError("give --data SOURCE (a folder, .tar/.tar.gz, CIFAR-10 archive, 'sample' or 'cifar10')")
-    _report_run(train(args.model, args.data, args.recipe or "fast", **_training_kwargs(args)))
+    model_args = None
+    if args.arch:
+        from .models.mnas_space import as_arch
+
+        model_args = {"arch": as_arch(args.arch).to_dict()}
+    _report_run(train(args.model, args.data, args.recipe or "fast", model_args=model_args, **_training_kwargs(args)))
     return 0
 
 
@@ -328,11 +334,18 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from .search import ProxyBudget, search
+def _proxy_budget(args: argparse.Namespace) -> ProxyBudget:
+    """The proxy-training budget from the options given; the rest keep ``ProxyBudget``'s defaults."""
+    from .search import ProxyBudget
 
     given = {k: getattr(args, k) for k in ("train_images", "val_images", "epochs", "batch_size", "lr", "wd", "seed")}
-    budget = ProxyBudget(**{k: v for k, v in given.items() if v is not None})
+    return ProxyBudget(**{k: v for k, v in given.items() if v is not None})
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import search
+
+    budget = _proxy_budget(args)
     result = search(args.space, args.data, target_ms=args.target_ms, w=args.w, w_over=args.w_over,
                     population=args.population, sample=args.sample, cycles=args.cycles, seed=budget.seed,
                     budget=budget, table=args.table, input_size=args.input_size, device=args.device,
@@ -341,6 +354,44 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(format_table(result.rows()))
     print(f"target {result.target_ms:.2f} ms; search folder: {result.run_dir} (candidates.jsonl, pareto.png, "
           "best_arch.json)")
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from .search import ProxyBudget, adapt
+    from .search.netadapt import SHORT_FINETUNE
+
+    given = {"train_images": args.short_images, "val_images": args.val_images, "epochs": args.short_epochs,
+             "batch_size": args.short_batch_size, "lr": args.short_lr}
+    short = ProxyBudget(**(SHORT_FINETUNE.to_dict() | {k: v for k, v in given.items() if v is not None}))
+    finetune = {k: v for k in ("epochs", "lr", "batch_size", "budget_min") if (v := getattr(args, k)) is not None}
+    result = adapt(args.checkpoint, args.target_latency, args.data, out=args.out, resume=args.resume, step=args.step,
+                   decay=args.decay, granularity=args.granularity, short=short, finetune=finetune,
+                   compare=not args.no_compare, table=args.table,
+                   input_size=args.input_size, device=args.device, threads=args.threads, min_time=args.min_time,
+                   clock=args.clock, progress=not args.quiet, log=lambda msg: print(msg, file=sys.stderr))
+    if result.iterations:
+        print(format_table(result.rows()))
+    top1 = f", test top-1 {result.test_top1:.2f}%" if result.test_top1 is not None else ""
+    print(f"predicted latency {result.source_ms:.3f} -> {result.latency_ms:.3f} ms (target {result.target_ms}){top1}; "
+          f"checkpoint {result.checkpoint}")
+    if result.uniform:
+        print(f"uniform width {result.uniform['width_mult']:g} predicts {result.uniform['latency_ms']:.3f} ms: "
+              f"{result.run_dir / 'uniform_arch.json'}")
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    from .search import compound_scaling
+
+    budget = _proxy_budget(args)
+    result = compound_scaling(args.data, model=args.model, base_width=args.base_width, base_depth=args.base_depth,
+                              base_size=args.input_size, step=args.step, tolerance=args.tolerance,
+                              grid_limit=args.grid_limit, seed=budget.seed, budget=budget, out=args.out,
+                              exist_ok=args.exist_ok, resume=args.resume, device=args.device, threads=args.threads,
+                              min_time=args.min_time, clock=args.clock, log=lambda msg: print(msg, file=sys.stderr))
+    print(result.markdown())
+    print(f"scale folder: {result.run_dir} (grid.jsonl, comparison.md)")
     return 0
 
 
@@ -400,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on CIFAR-10, an image folder or the built-in sample")
     p.add_argument("--model", default="vovnet27_slim_cifar", help="any name of `lightnets models`")
+    p.add_argument("--arch", default=None, metavar="FILE.json", help="mnas_space models: the architecture (a file "
+                   "from `lightnets search`, `lightnets adapt` or written by hand)")
     _add_training_options(p, "train")
     p.set_defaults(func=cmd_train)
 
@@ -607,6 +660,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exist-ok", action="store_true", help="overwrite an existing search folder")
     p.add_argument("--resume", action="store_true", help="continue the search in --out, reusing its accuracies")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("adapt", help="NetAdapt: prune a trained mnas_space network to a latency target")
+    p.add_argument("checkpoint", help="run folder or checkpoint of a mnas_space model")
+    p.add_argument("--target-latency", type=float, required=True, metavar="MS", help="predicted batch-1 latency "
+                   "to reach, ms (the latency table's)")
+    p.add_argument("--data", default=None, help="data source (default: the checkpoint's)")
+    p.add_argument("--step", type=float, default=0.04, help="latency reduction per iteration, a fraction of the "
+                   "current latency (default 0.04)")
+    p.add_argument("--decay", type=float, default=0.96, help="the step's decay per iteration (default 0.96)")
+    p.add_argument("--granularity", type=int, default=8, help="channels are removed in multiples of this")
+    from .search.netadapt import SHORT_FINETUNE
+
+    for name, kind, what in (("short-images", int, "train_images"), ("val-images", int, "val_images"),
+                             ("short-epochs", int, "epochs"), ("short-batch-size", int, "batch_size"),
+                             ("short-lr", float, "lr")):
+        default = getattr(SHORT_FINETUNE, what)
+        p.add_argument(f"--{name}", type=kind, default=None,
+                       help=f"each proposal's fine-tune: {what.replace('_', ' ')} (default {default})")
+    p.add_argument("--epochs", type=int, default=None, help="the final fine-tune on the whole training split "
+                   "(default 10; 0 skips it)")
+    p.add_argument("--lr", type=float, default=None, help="the final fine-tune's SGD learning rate (default 0.02)")
+    p.add_argument("--batch-size", type=int, default=None, help="the final fine-tune's batch (default 256)")
+    p.add_argument("--budget-min", type=float, default=None, help="the final fine-tune's time budget, minutes")
+    p.add_argument("--no-compare", action="store_true", help="skip the uniformly width-scaled network of equal "
+                   "latency (uniform_arch.json)")
+    add_latency_options(p)
+    p.add_argument("--out", default=None, help="adapt folder (default runs/adapt/MODEL[-N])")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out after its last iteration")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_adapt)
+
+    p = sub.add_parser("scale", help="compound scaling: grid search of depth, width, resolution coefficients")
+    p.add_argument("--data", default="sample", help="proxy training data: 'sample' (built in), 'cifar10', a folder")
+    p.add_argument("--model", default="efficientnet_b0_cifar", help="a model taking width_mult and depth_mult")
+    p.add_argument("--base-width", type=float, default=0.5, help="the base's width multiplier (default 0.5)")
+    p.add_argument("--base-depth", type=float, default=0.5, help="the base's depth multiplier (default 0.5)")
+    p.add_argument("--step", type=float, default=0.05, help="grid step of alpha, beta, gamma (default 0.05)")
+    p.add_argument("--tolerance", type=float, default=0.1, help="|alpha beta^2 gamma^2 - 2| allowed (default 0.1)")
+    p.add_argument("--grid-limit", type=int, default=None, help="evaluate this many grid points, drawn at random")
+    for name, kind, what in (("train-images", int, ""), ("val-images", int, ", held out of the training split"),
+                             ("epochs", int, ""), ("batch-size", int, ""), ("lr", float, ", AdamW"),
+                             ("wd", float, ""), ("seed", int, "; also draws the grid points")):
+        default = getattr(ProxyBudget(), name.replace("-", "_"))
+        p.add_argument(f"--{name}", type=kind, default=None, help=f"proxy training (default {default}{what})")
+    p.add_argument("--input-size", type=int, default=None, help="the base's input side (default: the model's)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--min-time", type=float, default=2.0, help="seconds of timed runs per network")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall (the protocol) or cpu")
+    p.add_argument("--out", default=None, help="scale folder (default runs/scale/MODEL[-N])")
+    p.add_argument("--exist-ok", action="store_true", help="overwrite an existing scale folder")
+    p.add_argument("--resume", action="store_true", help="continue in --out, reusing its evaluated points")
+    p.set_defaults(func=cmd_scale)
     return parser
 
 

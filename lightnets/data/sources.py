@@ -54,7 +54,7 @@ def load_data(source: str | Path, image_size: int | None = None, *, val_split: f
             raise LightnetsError(f"cannot decode image {data.skipped[0]} in {path} "
                                  f"({len(data.skipped)} undecodable in all); drop --strict to skip them")
     if image_size is not None and data.image_size != (image_size, image_size):
-        data.train, data.test = _resize(data.train, image_size), _resize(data.test, image_size)
+        data.train, data.test = resize_split(data.train, image_size), resize_split(data.test, image_size)
     if val_split is not None:
         data.train, data.test = split_off(data.train, val_split, seed)
     elif len(data.test) == 0:
@@ -62,7 +62,7 @@ def load_data(source: str | Path, image_size: int | None = None, *, val_split: f
     return data
 
 
-def _resize(split: Split, size: int) -> Split:
+def resize_split(split: Split, size: int) -> Split:
     """Bilinear (antialiased) resize of a whole split, in chunks to bound memory."""
     out = [F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
            .round_().clamp_(0, 255).to(torch.uint8) for x in split.images.split(1024)]

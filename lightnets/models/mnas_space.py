@@ -95,7 +95,13 @@ Layer = StemLayer | BlockLayer | HeadLayer
 @dataclass(frozen=True)
 class StageArch:
     """One stage: ``layers`` blocks sharing kernel, expansion ratio (of the block's input width) and SE;
-    the first block has ``stride`` and widens to ``out`` (before the width multiplier)."""
+    the first block has ``stride`` and widens to ``out`` (before the width multiplier).
+
+    ``mids`` (optional) gives each block's expanded width in channels, overriding the expansion ratio and
+    the width multiplier: NetAdapt (``lightnets.search.netadapt``) prunes blocks one at a time, so a pruned
+    network's blocks no longer follow one ratio. A block whose expanded width equals its input width has
+    no expansion conv.
+    """
 
     kernel: int
     expand: float
@@ -104,6 +110,7 @@ class StageArch:
     out: int
     stride: int
     act: str
+    mids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,8 @@ class Arch:
     """A whole network: stem width and stride, stages, width multiplier, and the head's widths.
 
     ``width_mult`` scales the stem, every stage and ``final`` (rounded by ``make_divisible``); ``head`` (the
-    pooled h-swish layer) is left unscaled, as in MobileNetV3.
+    pooled h-swish layer) is left unscaled, as in MobileNetV3. ``final_chs`` (optional) is the final 1x1
+    conv's width in channels, overriding ``final * width_mult`` (a pruned network's).
     """
 
     stages: tuple[StageArch, ...]
@@ -120,12 +128,14 @@ class Arch:
     width_mult: float = 1.0
     final: int = 960
     head: int = 1280
+    final_chs: int | None = None
 
     def __post_init__(self) -> None:
         check_multiplier("width_mult", self.width_mult)
         if not self.stages:
             raise LightnetsError("an architecture needs at least one stage")
-        if self.stem_stride not in (1, 2) or self.stem < 1 or self.final < 1 or self.head < 0:
+        if (self.stem_stride not in (1, 2) or self.stem < 1 or self.final < 1 or self.head < 0
+                or (self.final_chs is not None and self.final_chs < 1)):
             raise LightnetsError(f"bad stem or head in {self}: stem_stride 1 or 2, widths >= 1")
         for i, s in enumerate(self.stages):
             problems = [
@@ -135,14 +145,17 @@ class Arch:
                 (s.out >= 1, f"out must be >= 1, got {s.out}"),
                 (s.stride in (1, 2), f"stride must be 1 or 2, got {s.stride}"),
                 (s.act in ACTIVATIONS, f"unknown activation {s.act!r}; known: {', '.join(sorted(ACTIVATIONS))}"),
+                (s.mids is None or (len(s.mids) == s.layers and all(m >= 1 for m in s.mids)),
+                 f"mids must give {s.layers} widths >= 1 (one per block), got {s.mids}"),
             ]
             for ok, message in problems:
                 if not ok:
                     raise LightnetsError(f"stage {i}: {message}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form (what checkpoints and search logs store)."""
-        return dataclasses.asdict(self) | {"stages": [dataclasses.asdict(s) for s in self.stages]}
+        """Plain JSON-able form (what checkpoints and search logs store). Optional widths that are not set
+        are left out, so an unpruned architecture is written exactly as before they existed."""
+        return _set_fields(self) | {"stages": [_set_fields(s) for s in self.stages]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Arch:
@@ -153,7 +166,8 @@ class Arch:
         stages = []
         for i, stage in enumerate(data["stages"]):
             _check_fields(f"stage {i}", stage, StageArch, required=True)
-            stages.append(StageArch(**stage))
+            mids = stage.get("mids")
+            stages.append(StageArch(**(stage | {"mids": None if mids is None else tuple(mids)})))
         return cls(**(data | {"stages": tuple(stages)}))
 
     @property
@@ -172,21 +186,31 @@ class Arch:
         for stage in self.stages:
             out_chs = make_divisible(stage.out * w)
             for i in range(stage.layers):
-                expand_chs = in_chs if stage.expand == 1 else make_divisible(in_chs * stage.expand)
+                if stage.mids is not None:
+                    expand_chs = stage.mids[i]
+                else:
+                    expand_chs = in_chs if stage.expand == 1 else make_divisible(in_chs * stage.expand)
                 se_chs = make_divisible(expand_chs // 4) if stage.se else 0
                 out.append(BlockLayer(in_chs, expand_chs, out_chs, stage.kernel, stage.stride if i == 0 else 1,
                                       se_chs, stage.act))
                 in_chs = out_chs
-        out.append(HeadLayer(in_chs, make_divisible(self.final * w), self.head, num_classes))
+        out.append(HeadLayer(in_chs, self.final_chs or make_divisible(self.final * w), self.head, num_classes))
         return out
+
+
+def _set_fields(record: Arch | StageArch) -> dict[str, Any]:
+    """A record's fields except those left at None (the optional widths), tuples as lists (as JSON reads them)."""
+    values = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if v is not None}
 
 
 def _check_fields(what: str, data: Any, kind: type, required: bool = False) -> None:
     if not isinstance(data, dict):
         raise LightnetsError(f"{what} must be a dict, got {data!r}")
     fields = {f.name for f in dataclasses.fields(kind)}
+    needed = {f.name for f in dataclasses.fields(kind) if f.default is dataclasses.MISSING} if required else set()
     problems = [f"{kind} field(s) {', '.join(names)}" for kind, names in
-                (("unknown", sorted(set(data) - fields)), ("missing", sorted(fields - set(data)) if required else []))
+                (("unknown", sorted(set(data) - fields)), ("missing", sorted(needed - set(data))))
                 if names]
     if problems:
         raise LightnetsError(f"{what}: {'; '.join(problems)} (fields: {', '.join(sorted(fields))})")

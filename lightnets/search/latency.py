@@ -113,11 +113,14 @@ def measure(build: Callable[[], nn.Module], shape: Shape, device: str = "cpu", m
                    clock=CLOCKS[clock])
 
 
-def measure_side_by_side(builds: dict[str, Callable[[], nn.Module]], shape: Shape, device: str = "cpu",
-                         min_time: float = 2.0, clock: str = "wall", rounds: int = 10) -> dict[str, Timing]:
+def measure_side_by_side(builds: dict[str, Callable[[], nn.Module]], shape: Shape | dict[str, Shape],
+                         device: str = "cpu", min_time: float = 2.0, clock: str = "wall", rounds: int = 10
+                         ) -> dict[str, Timing]:
     """Whole networks timed as ``measure`` does, but in alternating bursts (``time_interleaved``), so a
-    change of load on a shared machine falls on all of them alike and their order stays fair."""
-    fns = {name: _runner(build, shape, device, 0) for name, build in builds.items()}
+    change of load on a shared machine falls on all of them alike and their order stays fair. ``shape``
+    is one input shape for all, or one per name (networks scaled in resolution)."""
+    shapes = shape if isinstance(shape, dict) else dict.fromkeys(builds, shape)
+    fns = {name: _runner(build, shapes[name], device, 0) for name, build in builds.items()}
     return time_interleaved(fns, min_time=min_time, rounds=rounds, sync=synchronizer(device),
                             clock=CLOCKS[clock]).timings
 
@@ -194,6 +197,21 @@ def build_latency_table(layers: dict[str, tuple[Layer, Shape]], path: str | Path
 def network_layers(archs: Iterable[Arch], input_size: int, num_classes: int) -> dict[str, tuple[Layer, Shape]]:
     """The distinct layers of the given networks (to measure only what they need)."""
     return {key: (layer, shape) for arch in archs for key, layer, shape in timed_layers(arch, input_size, num_classes)}
+
+
+def table_latency(path: str | Path, input_size: int, num_classes: int, *, device: str = "cpu",
+                  threads: int | None = 1, min_time: float = 2.0, clock: str = "wall") -> Callable[[Arch], float]:
+    """A predictor of an architecture's latency (ms) from the table file at ``path`` that first measures
+    the entries the architecture needs and the table lacks, adding them to the file: a search or a pruning
+    run meets layer configurations no table was built for, and each is timed once, when first needed."""
+    check_clock(clock, device, threads)
+
+    def latency(arch: Arch) -> float:
+        table = build_latency_table(network_layers([arch], input_size, num_classes), path, device=device,
+                                    threads=threads, min_time=min_time, clock=clock, progress=False)
+        return table.predict(arch, input_size, num_classes)
+
+    return latency
 
 
 def _ranks(values: list[float]) -> list[float]:

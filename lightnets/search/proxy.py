@@ -17,14 +17,16 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..bench import thread_count
 from ..data import Dataset, Split, load_data
+from ..data.sources import resize_split
 from ..errors import LightnetsError
 from ..models.mnas_space import Arch
-from ..train import train
+from ..train import RunSetup, load_checkpoint, train
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def _per_class(labels: torch.Tensor, counts: list[int], generator: torch.Generat
 
 def proxy_data(source: str | Path | Dataset, budget: ProxyBudget, image_size: int = 32) -> Dataset:
     """Class-balanced ``budget.train_images`` to train on and ``budget.val_images`` to judge by, both drawn
-    (seeded, disjoint) from the source's training split."""
+    (seeded, disjoint) from the source's training split, at ``image_size`` (a given ``Dataset`` of another
+    size is resized, as ``load_data`` resizes a source: compound scaling trains at several resolutions)."""
     data = source if isinstance(source, Dataset) else load_data(source, image_size)
     need = budget.train_images + budget.val_images
     if budget.train_images < budget.batch_size or budget.val_images < 1 or need > len(data.train):
@@ -81,19 +84,29 @@ def proxy_data(source: str | Path | Dataset, budget: ProxyBudget, image_size: in
                              f"{budget.train_images} + {budget.val_images}")
     train_idx, val_idx = _per_class(data.train.labels, [budget.train_images, budget.val_images],
                                     torch.Generator().manual_seed(budget.seed))
-    subset = lambda idx: Split(data.train.images[idx], data.train.labels[idx])  # noqa: E731
+    resized = data.image_size != (image_size, image_size)
+
+    def subset(idx: torch.Tensor) -> Split:
+        split = Split(data.train.images[idx], data.train.labels[idx])
+        return resize_split(split, image_size) if resized else split
+
     return Dataset(subset(train_idx), subset(val_idx), data.classes, f"{data.source} (proxy subset)")
+
+
+def proxy_train(data: Dataset, model: str, model_args: dict[str, Any], budget: ProxyBudget, *,
+                setup: RunSetup | None = None, device: str | None = None, threads: int | None = 1
+                ) -> tuple[float, dict[str, torch.Tensor]]:
+    """Top-1 (0..1) on ``data``'s held-out images and the last weights of the registered ``model`` built
+    with ``model_args`` and trained on ``data`` with ``budget`` through ``lightnets.train.train`` (in a
+    temporary folder); ``setup`` as for ``train`` (NetAdapt's short fine-tunes start from given weights)."""
+    with tempfile.TemporaryDirectory() as tmp, thread_count(threads):
+        result = train(model, data, "fast", out=tmp, exist_ok=True, device=device, progress=False,
+                       model_args=model_args, setup=setup, **budget.recipe_overrides())
+        weights, _ = load_checkpoint(Path(tmp) / "last")
+    return result.test.top1 / 100, weights
 
 
 def proxy_accuracy(data: Dataset, model: str, budget: ProxyBudget, *, device: str | None = None,
                    threads: int | None = 1) -> Callable[[Arch], float]:
-    """A function training one architecture (registered family ``model``) on ``data`` with ``budget``
-    through ``lightnets.train.train`` and returning its top-1 on the held-out images (0..1)."""
-
-    def accuracy(arch: Arch) -> float:
-        with tempfile.TemporaryDirectory() as tmp, thread_count(threads):
-            result = train(model, data, "fast", out=tmp, exist_ok=True, device=device, progress=False,
-                           model_args={"arch": arch.to_dict()}, **budget.recipe_overrides())
-        return result.test.top1 / 100
-
-    return accuracy
+    """A function training one architecture (registered family ``model``) with ``proxy_train``."""
+    return lambda arch: proxy_train(data, model, {"arch": arch.to_dict()}, budget, device=device, threads=threads)[0]

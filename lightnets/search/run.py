@@ -25,7 +25,14 @@ from ..models.mnas_space import Arch
 from ..train.classify import prepare_run_dir
 from ..train.plots import _pyplot
 from .evolution import Candidate, arch_key, check_settings, regularized_evolution
-from .latency import LatencyTable, build_latency_table, check_clock, device_description, network_layers, space_layers
+from .latency import (
+    LatencyTable,
+    build_latency_table,
+    check_clock,
+    device_description,
+    space_layers,
+    table_latency,
+)
 from .proxy import ProxyBudget, proxy_accuracy, proxy_data
 from .space import SearchSpace, get_space
 
@@ -84,19 +91,26 @@ def read_log(path: Path) -> dict[str, float]:
     return known
 
 
-def _resumable(out: str | Path | None, same: dict[str, Any]) -> dict[str, float]:
-    """The accuracies a resumed search may reuse: only from a folder whose space, data and proxy match."""
+def check_resumable(out: str | Path | None, same: dict[str, Any]) -> Path:
+    """The folder of a run to resume, refused unless its ``config.json`` agrees with ``same`` on every key
+    (the settings its logged results depend on)."""
     if out is None:
-        raise LightnetsError("--resume needs --out, the folder of the search to continue")
+        raise LightnetsError("--resume needs --out, the folder of the run to continue")
     try:
         before = json.loads((Path(out) / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise LightnetsError(f"cannot resume {out}: no readable config.json ({err})") from None
     changed = sorted(k for k, v in same.items() if before.get(k) != v)
     if changed:
-        raise LightnetsError(f"cannot resume {out}: its {', '.join(changed)} differ(s) from this search's, so its "
-                             "accuracies do not apply")
-    return read_log(Path(out) / LOG) if (Path(out) / LOG).exists() else {}
+        raise LightnetsError(f"cannot resume {out}: its {', '.join(changed)} differ(s) from this run's, so its "
+                             "results do not apply")
+    return Path(out)
+
+
+def _resumable(out: str | Path | None, same: dict[str, Any]) -> dict[str, float]:
+    """The accuracies a resumed search may reuse: only from a folder whose space, data and proxy match."""
+    log = check_resumable(out, same) / LOG
+    return read_log(log) if log.exists() else {}
 
 
 def plot_pareto(candidates: list[Candidate], path: str | Path, target_ms: float, title: str = "") -> Path | None:
@@ -152,13 +166,8 @@ def search(space: str | SearchSpace = "mobilenetv3_cifar", data: str | Path | Da
         accuracy = proxy_accuracy(proxy_data(data, budget, size), space.model, budget, device=device, threads=threads)
     run_dir = prepare_run_dir(out, space.name, exist_ok or resume, kind="search")
     table_path = Path(table) if table else default_table_path(space, size, device, threads, clock)
-
-    def latency(arch: Arch) -> float:
-        needed = network_layers([arch], size, space.num_classes)
-        measured = build_latency_table(needed, table_path, device=device, threads=threads, min_time=min_time,
-                                       clock=clock, progress=False)
-        return measured.predict(arch, size, space.num_classes)
-
+    latency = table_latency(table_path, size, space.num_classes, device=device, threads=threads, min_time=min_time,
+                            clock=clock)
     target = target_ms or latency(space.reference())
     config = same | {"model": space.model, "target_ms": target, "w": w, "w_over": w_over, "population": population,
                      "sample": sample, "cycles": cycles, "seed": seed, "table": str(table_path),
