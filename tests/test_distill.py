@@ -298,7 +298,13 @@ def test_cli_specialists_end_to_end(tmp_path, capsys):
     report = json.loads((out / "specialists.json").read_text())
     assert report["groups"] == [["a", "b"]] and report["held_out"]["images"] == 40
     assert report["group_test_images"] == 8 and report["test_images"] == 12
-    assert report["accuracy"]["generalist"]["all"] == pytest.approx(evaluate(generalist, data).top1)
+    gen_eval = evaluate(generalist, data)
+    assert report["accuracy"]["generalist"]["all"] == pytest.approx(gen_eval.top1)
+    # the group's own accuracy: the per-class accuracies of a and b, weighted by their test images
+    support = gen_eval.confusion.sum(1)[:2].double()
+    group_top1 = float((torch.tensor(gen_eval.per_class[:2], dtype=torch.float64) * support).sum() / support.sum())
+    assert report["accuracy"]["generalist"]["a, b"] == pytest.approx(group_top1)
+    assert "top-1 % (a, b)" in printed
     meta = json.loads((out / "specialist-0" / "best.json").read_text())
     assert meta["classes"] == ["a", "b", "(other)"] and meta["specialist"]["group"] == ["a", "b"]
     assert meta["mean"] == [0.5] * 3 and (out / "specialist-0" / "metrics.jsonl").is_file()

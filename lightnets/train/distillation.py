@@ -179,7 +179,8 @@ class Specialist(RunSetup):
 @dataclass
 class SpecialistsResult:
     """The groups (class names), each specialist's run, and test top-1 (percent) of the generalist alone
-    and combined with the specialists, over all test images and over those of the groups' classes."""
+    and combined with the specialists: ``accuracy[model]`` has ``all`` (every test image), ``groups``
+    (images of the groups' classes) and one entry per group, keyed by its class names joined by ", "."""
 
     run_dir: Path
     groups: list[list[str]]
@@ -189,7 +190,9 @@ class SpecialistsResult:
     group_images: int
 
     def rows(self) -> list[dict[str, str]]:
+        """One row per model: top-1 over all test images, over the groups' classes, and over each group's."""
         return [{"model": name, "top-1 % (all)": f"{acc['all']:.2f}", "top-1 % (group classes)": f"{acc['groups']:.2f}",
+                 **{f"top-1 % ({', '.join(g)})": f"{acc[', '.join(g)]:.2f}" for g in self.groups},
                  "test images": str(self.test_images), "of group classes": str(self.group_images)}
                 for name, acc in self.accuracy.items()]
 
@@ -250,8 +253,9 @@ def specialists(generalist: str | Path, data: str | Path | Dataset, groups: int 
     def top1(p: torch.Tensor, mask: torch.Tensor) -> float:
         return 100 * float((p.argmax(1)[mask] == labels[mask]).double().mean()) if mask.any() else math.nan
 
-    everything = torch.ones_like(in_groups)
-    accuracy = {name: {"all": top1(p, everything), "groups": top1(p, in_groups)}
+    masks = {"all": torch.ones_like(in_groups), "groups": in_groups}
+    masks |= {", ".join(n): torch.isin(labels, torch.tensor(g)) for n, g in zip(names, class_groups, strict=True)}
+    accuracy = {name: {key: top1(p, mask) for key, mask in masks.items()}
                 for name, p in (("generalist", gen_probs), ("generalist + specialists", combined))}
     result = SpecialistsResult(run_dir, names, runs, accuracy, len(labels), int(in_groups.sum()))
     report = {"generalist": str(path), "data": str(dataset.source), "groups": names, "group_ids": class_groups,
