@@ -37,11 +37,11 @@ from lightnets.search import (  # noqa: E402
     network_layers,
     spearman,
 )
-from lightnets.train.plots import _pyplot  # noqa: E402
+from lightnets.train.plots import headless_pyplot  # noqa: E402
 
 
 def plot(predicted: list[float], measured: list[float], path: Path, title: str) -> None:
-    plt = _pyplot()
+    plt = headless_pyplot()
     if plt is None:
         print("matplotlib is not installed: no plot")
         return

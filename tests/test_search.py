@@ -29,6 +29,7 @@ from lightnets.search import (
     timed_layers,
 )
 from lightnets.search import latency as latency_module
+from lightnets.search.bisection import bisect_threshold
 from lightnets.train import load_model, save_checkpoint
 
 CIFAR = get_space("mobilenetv3_cifar")
@@ -336,3 +337,17 @@ def test_cli(capsys, tmp_path):
     assert "unknown search space 'resnet'; choose from mobilenetv3, mobilenetv3_cifar" in capsys.readouterr().err
     assert main(["search", "--population", "2", "--sample", "3", "--data", "nowhere", "--out", str(tmp_path)]) == 2
     assert "lightnets: error:" in capsys.readouterr().err
+
+
+def test_bisect_threshold_brackets_where_a_monotone_test_turns() -> None:
+    asked: list[float] = []
+
+    def below(value: float) -> bool:
+        asked.append(value)
+        return value ** 2 <= 2.0
+
+    lo, hi = bisect_threshold(1.0, 2.0, below, 0.001)
+    assert hi - lo <= 0.001 and lo <= 2 ** 0.5 < hi
+    tested = list(asked)
+    assert tested and all(round(v, 4) == v for v in tested)
+    assert all(v ** 2 <= 2.0 for v in tested if v <= lo) and all(v ** 2 > 2.0 for v in tested if v >= hi)

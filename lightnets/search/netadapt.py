@@ -44,6 +44,7 @@ from ..models.mnas_space import Arch
 from ..train import ClassificationTask, Recipe, RunSetup, get_recipe, load_checkpoint, save_checkpoint, train
 from ..train.checkpoint import checkpoint_paths, restore_model
 from ..train.classify import prepare_run_dir
+from .bisection import bisect_threshold
 from .latency import check_clock, device_description, table_latency
 from .proxy import ProxyBudget, proxy_data, proxy_train
 from .prune import forbidden_width, narrower, prunable_widths, prune
@@ -116,17 +117,13 @@ def equal_latency_width(arch: Arch, target_ms: float, latency: Callable[[Arch], 
     """The widest width multiplier of ``arch`` (to ``tolerance``, by bisection below its own) whose predicted
     latency is at most ``target_ms``, and that latency: the uniformly scaled network NetAdapt's result is
     compared with. Explicit widths (``StageArch.mids``, ``final_chs``) do not scale."""
-    lo, hi, found = 0.0, arch.width_mult, None
-    while hi - lo > tolerance:
-        mid = round((lo + hi) / 2, 4)
-        ms = latency(replace(arch, width_mult=mid))
-        if ms <= target_ms:
-            lo, found = mid, (mid, ms)
-        else:
-            hi = mid
-    if found is None:
+    def scaled(width: float) -> float:
+        return latency(replace(arch, width_mult=width))
+
+    width, _ = bisect_threshold(0.0, arch.width_mult, lambda w: scaled(w) <= target_ms, tolerance)
+    if width == 0.0:
         raise LightnetsError(f"no width multiplier above {tolerance} predicts {target_ms:.3f} ms or less")
-    return found
+    return width, scaled(width)
 
 
 @dataclass

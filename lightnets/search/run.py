@@ -23,7 +23,7 @@ from ..data import Dataset, cache_dir
 from ..errors import LightnetsError
 from ..models.mnas_space import Arch
 from ..train.classify import prepare_run_dir
-from ..train.plots import _pyplot
+from ..train.plots import headless_pyplot
 from .evolution import Candidate, arch_key, check_settings, regularized_evolution
 from .latency import (
     LatencyTable,
@@ -116,7 +116,7 @@ def _resumable(out: str | Path | None, same: dict[str, Any]) -> dict[str, float]
 def plot_pareto(candidates: list[Candidate], path: str | Path, target_ms: float, title: str = "") -> Path | None:
     """Accuracy against predicted latency for every candidate (coloured by search order), the Pareto front,
     the target latency and the best reward; None without matplotlib."""
-    plt = _pyplot()
+    plt = headless_pyplot()
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))

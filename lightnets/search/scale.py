@@ -44,6 +44,7 @@ from ..models import create_model, model_info
 from ..models.efficientnet import compound_coefficients
 from ..report import format_markdown
 from ..train.classify import prepare_run_dir
+from .bisection import bisect_threshold
 from .latency import check_clock, device_description, measure, measure_side_by_side
 from .proxy import ProxyBudget, proxy_data, proxy_train
 from .run import check_resumable
@@ -76,10 +77,7 @@ def match_macs(axis: int, target_macs: float, macs: Callable[[Coefficients], int
         c[axis] = round(value, 4)
         return c[0], c[1], c[2]
 
-    lo, hi = 1.0, top
-    while hi - lo > tolerance:
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if macs(point(mid)) < target_macs else (lo, mid)
+    lo, hi = bisect_threshold(1.0, top, lambda value: macs(point(value)) < target_macs, tolerance)
     return min(point(lo), point(hi), key=lambda c: abs(macs(c) - target_macs))
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 
 
-def _pyplot():  # noqa: ANN202 - matplotlib's module, or None without it
+def headless_pyplot():  # noqa: ANN201 - matplotlib's pyplot module, or None
+    """``matplotlib.pyplot`` on the Agg backend (files only, no display needed), or None where matplotlib is
+    not installed: plots are extras, and a run without them must not fail."""
     try:
         import matplotlib
 
@@ -39,7 +41,7 @@ def curve_panels(history: list[dict]) -> list[tuple[str, list[str]]]:
 def plot_curves(history: list[dict], path: Path) -> Path | None:
     """Per-epoch curves side by side, one panel per :func:`curve_panels` group; a panel whose positive values
     span more than 20x (losses early in training) gets a log scale."""
-    plt = _pyplot()
+    plt = headless_pyplot()
     panels = curve_panels(history) if history else []
     if plt is None or not panels:
         return None
@@ -64,7 +66,7 @@ def plot_curves(history: list[dict], path: Path) -> Path | None:
 
 def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> Path | None:
     """Row-normalised confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
-    plt = _pyplot()
+    plt = headless_pyplot()
     if plt is None:
         return None
     n = len(classes)
