@@ -6,22 +6,33 @@ wrong, so the comparison here is McNemar's exact test on those discordant images
 wrong in the reference), ``lost`` (the reverse) and the two-sided p-value of a split at least that uneven if
 neither model were better. Each checkpoint is evaluated in fp32 with its own normalisation, optionally
 averaging the logits of each image and its mirror (``--tta``, as the ``fast`` recipe's evaluation does).
+``--latency`` also times the checkpoints' networks at batch 1 (eager, eval mode, their own input size), side
+by side in alternating bursts so a change of load falls on all of them alike, and gives each one's median
+and its ratio to the first's (NetAdapt's result against its source and a uniformly scaled network).
 
     python benchmarks/paired_accuracy.py --data /work/shared/datasets/cifar10-png.tar.gz --tta \\
         runs/distill-base runs/distill-kd runs/distill-base-time
+    python benchmarks/paired_accuracy.py --data /work/shared/datasets/cifar10-png.tar.gz --tta --latency \
+        --threads 1 runs/netadapt-source runs/netadapt/adapted.safetensors runs/netadapt-uniform
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
+from pathlib import Path
 
 import torch
 
-from lightnets.data import Split, load_data
-from lightnets.report import format_markdown, format_table
-from lightnets.train import load_model
-from lightnets.train.classify import split_logits
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lightnets.bench import thread_count  # noqa: E402
+from lightnets.data import Split, load_data  # noqa: E402
+from lightnets.report import format_markdown, format_table  # noqa: E402
+from lightnets.search import measure_side_by_side  # noqa: E402
+from lightnets.train import load_model  # noqa: E402
+from lightnets.train.classify import split_logits  # noqa: E402
 
 
 def mcnemar_p(gained: int, lost: int) -> float:
@@ -47,14 +58,27 @@ def correct(checkpoint: str, data: str, tta: bool) -> torch.Tensor:
     return logits.argmax(1) == split.labels
 
 
+def batch1_latency(checkpoints: list[str], threads: int, min_time: float) -> dict[str, float]:
+    """Median batch-1 milliseconds of each checkpoint's network, timed side by side."""
+    models = {c: load_model(c) for c in checkpoints}
+    shapes = {c: (1, 3, m.checkpoint_meta["image_size"], m.checkpoint_meta["image_size"]) for c, m in models.items()}
+    with thread_count(threads):
+        timings = measure_side_by_side({c: (lambda m=m: m) for c, m in models.items()}, shapes, min_time=min_time)
+    return {c: t.median_ms for c, t in timings.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", help="run folders or checkpoints; the first is the reference")
     parser.add_argument("--data", required=True)
     parser.add_argument("--tta", action="store_true", help="average each image's and its mirror's logits")
+    parser.add_argument("--latency", action="store_true", help="also time the networks at batch 1, side by side")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for the timing (default 1)")
+    parser.add_argument("--min-time", type=float, default=5.0, help="seconds of timed runs per network")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     results = [correct(c, args.data, args.tta) for c in args.checkpoints]
+    latency = batch1_latency(args.checkpoints, args.threads, args.min_time) if args.latency else {}
     reference = results[0]
     rows = []
     for name, right in zip(args.checkpoints, results, strict=True):
@@ -63,6 +87,9 @@ def main() -> None:
                      "gained": str(gained), "lost": str(lost),
                      "difference (points)": f"{100 * (gained - lost) / len(right):+.2f}",
                      "McNemar p": f"{mcnemar_p(gained, lost):.3g}"})
+        if latency:
+            rows[-1] |= {"batch-1 ms": f"{latency[name]:.3f}",
+                         "x first": f"{latency[name] / latency[args.checkpoints[0]]:.3f}"}
     print(format_markdown(rows) if args.markdown else format_table(rows))
 
 
