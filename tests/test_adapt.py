@@ -24,6 +24,7 @@ from lightnets.search import (
     proposal,
     prunable_widths,
     prune,
+    removable,
     table_latency,
     timed_layers,
 )
@@ -270,3 +271,30 @@ def test_cli(tmp_path, fake_timer, capsys, monkeypatch):
     assert main(["train", "--model", "mnas_space_cifar", "--arch", str(tmp_path / "nowhere.json"),
                  "--data", "x"]) == 2
     assert "cannot read an architecture from" in capsys.readouterr().err
+
+
+def test_a_residual_block_narrowed_to_zero_is_removed_with_the_other_weights_kept(one_thread):
+    """Silence block4's branch (its projection's batch norm outputs 0): the network without the block must
+    compute exactly what the full one does, which fails if any later block's weights land in the wrong place."""
+    assert removable(TINY, "block4") and not removable(TINY, "block3") and not removable(TINY, "final")
+    model = tiny_model()
+    block = [m for stage in model.stages for m in stage][4]
+    with torch.no_grad():
+        block.project[1].weight.zero_()
+        block.project[1].bias.zero_()
+    pruned = prune(model, "block4", 0)
+    assert [s.layers for s in pruned.arch.stages] == [1, 2, 2]
+    assert pruned.arch.layers(4)[1:5] == TINY.layers(4)[1:5] and pruned.arch.layers(4)[5:] == TINY.layers(4)[6:]
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), model(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(LightnetsError, match="narrowed to 1..31 channels"):  # the first block of a stage stays
+        narrower(TINY, "block1", 0)
+
+
+def test_proposal_removes_a_residual_block_when_no_width_saves_enough(tmp_path, fake_timer):
+    latency = table_latency(tmp_path / "table.json", 32, 4)
+    gone = latency(narrower(TINY, "block4", 0))
+    assert gone < latency(narrower(TINY, "block4", 8))
+    assert proposal(TINY, "block4", gone, latency) == (0, gone)
+    assert proposal(TINY, "block3", gone - 1.0, latency) is None  # not residual: nothing saves that much

@@ -17,7 +17,7 @@ from .latency import (
 )
 from .netadapt import AdaptResult, adapt, equal_latency_width, proposal
 from .proxy import ProxyBudget, proxy_accuracy, proxy_data, proxy_train
-from .prune import narrower, prunable_widths, prune
+from .prune import narrower, prunable_widths, prune, removable
 from .run import SearchResult, default_table_path, latency_table, plot_pareto, search
 from .scale import PAPER, ScaleResult, coefficient_grid, compound_scaling, scaled_args
 from .space import SPACES, SearchSpace, StageChoices, get_space
@@ -58,6 +58,7 @@ __all__ = [
     "proxy_train",
     "prunable_widths",
     "prune",
+    "removable",
     "reference_arch",
     "regularized_evolution",
     "reward",

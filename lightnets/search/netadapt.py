@@ -47,7 +47,7 @@ from ..train.classify import prepare_run_dir
 from .bisection import bisect_threshold
 from .latency import check_clock, device_description, table_latency
 from .proxy import ProxyBudget, proxy_data, proxy_train
-from .prune import forbidden_width, narrower, prunable_widths, prune
+from .prune import forbidden_width, narrower, prunable_widths, prune, removable
 from .run import check_resumable, default_table_path
 from .space import SPACES, SearchSpace
 
@@ -84,9 +84,10 @@ def proposal(arch: Arch, layer: str, budget_ms: float, latency: Callable[[Arch],
              ) -> tuple[int, float] | None:
     """The widest narrowing of ``layer`` to a multiple of ``granularity`` channels whose predicted latency
     is at most ``budget_ms``, with that latency; None if even the narrowest is over. Latency grows with
-    width, so the widths are bisected: a few table entries per layer, not one per width."""
+    width, so the widths are bisected: a few table entries per layer, not one per width. A residual block's
+    narrowest is 0 channels, its removal (``prune.removable``)."""
     width, forbidden = prunable_widths(arch)[layer], forbidden_width(arch, layer)
-    widths = [c for c in range(granularity, width, granularity) if c != forbidden]
+    widths = [0] * removable(arch, layer) + [c for c in range(granularity, width, granularity) if c != forbidden]
     if not widths:
         return None
     scored: dict[int, float] = {}
@@ -246,7 +247,8 @@ def adapt(checkpoint: str | Path, target_ms: float, data: str | Path | Dataset |
             width = prunable_widths(model.arch)[layer]
             record = {"layer": layer, "channels": [width, channels], "latency_ms": ms, "accuracy": accuracy}
             tried.append(record)
-            log(f"iteration {iteration}: {layer} {width} -> {channels} channels, {ms:.3f} ms, "
+            change = f"{width} -> {channels} channels" if channels else "removed"
+            log(f"iteration {iteration}: {layer} {change}, {ms:.3f} ms, "
                 f"held-out top-1 {100 * accuracy:.1f}%")
             if best is None or (accuracy, -ms) > best[0]:
                 best = ((accuracy, -ms), record | {"arch": pruned.arch.to_dict()}, tuned)
