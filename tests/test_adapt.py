@@ -232,6 +232,18 @@ def test_adapt_reaches_the_target_logs_and_resumes(one_thread, tmp_path, fake_ti
     monkeypatch.setattr(adapt_module, "train", never)
     again = adapt(src, target, tiny_data(), resume=True, **kwargs)
     assert again.iterations == result.iterations and again.latency_ms == result.latency_ms
+
+    # Where no width multiplier reaches the adapted latency (a fixed cost per layer), the result still stands.
+    (out / "uniform_arch.json").unlink()
+
+    def unreachable(arch, target_ms, latency):
+        raise LightnetsError(f"no width multiplier above 0.01 predicts {target_ms:.3f} ms or less")
+
+    monkeypatch.setattr(adapt_module, "equal_latency_width", unreachable)
+    said = []
+    alone = adapt(src, target, tiny_data(), resume=True, log=said.append, **kwargs)
+    assert alone.uniform is None and not (out / "uniform_arch.json").exists()
+    assert alone.latency_ms == result.latency_ms and any("no uniformly width-scaled" in m for m in said)
     with pytest.raises(LightnetsError, match="target_ms differ"):
         adapt(src, 0.8 * source_ms, tiny_data(), resume=True, **kwargs)
 

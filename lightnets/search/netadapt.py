@@ -282,12 +282,16 @@ def adapt(checkpoint: str | Path, target_ms: float, data: str | Path | Dataset |
                                      "adapt": summary | {"test_top1": test_top1}})
     test_top1 = load_checkpoint(run_dir / ADAPTED)[1]["adapt"]["test_top1"]
     uniform = None
-    if compare:
-        if not (run_dir / UNIFORM).exists():
+    if compare and not (run_dir / UNIFORM).exists():
+        try:
             width, ms = equal_latency_width(source_arch, current_ms, latency)
+        except LightnetsError as err:  # a fixed cost per layer that no width removes: the result stands
+            log(f"adapt: no uniformly width-scaled source network for comparison: {err}")
+        else:
             uniform = {"model": name, "model_args": {"arch": replace(source_arch, width_mult=width).to_dict()},
                        "width_mult": width, "latency_ms": ms, "adapted_latency_ms": current_ms}
             (run_dir / UNIFORM).write_text(json.dumps(uniform, indent=2))
+    if compare and (run_dir / UNIFORM).exists():
         uniform = json.loads((run_dir / UNIFORM).read_text())
     return AdaptResult(run_dir, records, source_ms, current_ms, target_ms, run_dir / f"{ADAPTED}.safetensors",
                        test_top1, uniform)
