@@ -219,8 +219,8 @@ def _recipe_overrides(args: argparse.Namespace) -> dict:
 def _training_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments ``train`` (and ``distill``) take from the options of ``_add_training_options``."""
     return dict(out=args.out, exist_ok=args.exist_ok, resume=args.resume, image_size=args.image_size,
-                val_split=args.val_split, strict=args.strict, device=args.device, progress=not args.quiet,
-                **_recipe_overrides(args))
+                val_split=args.val_split, train_subset=args.train_subset, strict=args.strict, device=args.device,
+                progress=not args.quiet, **_recipe_overrides(args))
 
 
 def _report_run(result: TrainResult) -> bool:
@@ -430,6 +430,8 @@ def _add_training_options(p: argparse.ArgumentParser, kind: str) -> None:
     _add_recipe_options(p)
     p.add_argument("--image-size", type=int, default=None, help="decode size (default: the model's input size)")
     p.add_argument("--val-split", type=float, default=None, help="hold out this fraction of train/ (seeded)")
+    p.add_argument("--train-subset", type=int, default=None, metavar="N",
+                   help="train on N images of the training split, class-balanced (seeded by --seed)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run exactly")
     _add_run_options(p, kind)
 

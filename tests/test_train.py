@@ -14,6 +14,7 @@ from torch import nn
 from lightnets import LightnetsError
 from lightnets.cli import main
 from lightnets.data import Dataset, ImageBatches, Split
+from lightnets.data.dataset import subset
 from lightnets.train import (
     ClassificationTask,
     LoopConfig,
@@ -167,6 +168,22 @@ def test_train_api_writes_a_run_folder_and_refuses_to_overwrite(tmp_path):
     assert model.checkpoint_meta["num_classes"] == 3 and not model.training
 
 
+def test_train_subset_is_class_balanced_seeded_and_kept_on_resume(tmp_path):
+    data = Dataset(tiny_split(60, 32), tiny_split(12, 32, seed=1), ["a", "b", "c"], "tiny")
+    picked = subset(data.train, 30, seed=4)
+    assert len(picked) == 30 and picked.labels.bincount().tolist() == [10, 10, 10]
+    assert torch.equal(picked.images, subset(data.train, 30, seed=4).images)
+    assert not torch.equal(picked.images, subset(data.train, 30, seed=5).images)
+    out = tmp_path / "run"
+    result = train("mobilenetv1_025_cifar", data, "fast", out=out, train_subset=24, epochs=1, warmup=0.5,
+                   batch_size=8, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_subset"] == 24 and config["train_images"] == 24 and result.test.count == 12
+    assert result.history[-1]["step"] == 3  # 24 images in batches of 8
+    with pytest.raises(LightnetsError, match="--train-subset must be between 1 and the 60 training images"):
+        train("mobilenetv1_025_cifar", data, out=tmp_path / "bad", train_subset=61, progress=False)
+
+
 def test_schedules_and_weight_decay_groups():
     for name in ("cosine", "onecycle", "step", "constant"):
         f = make_schedule(Recipe(epochs=10, warmup=2, schedule=name))
@@ -225,6 +242,7 @@ def test_cli_train_resume_eval_predict(tmp_path, capsys):
     (["train", "--data", "sample", "--lr", "0"], "learning rate must be > 0"),
     (["train", "--data", "sample", "--model", "resnet50"], "unknown model 'resnet50'"),
     (["train", "--resume", "nowhere"], "cannot resume nowhere"),
+    (["train", "--data", "sample", "--train-subset", "0"], "--train-subset must be between 1 and the"),
     (["eval", "nowhere", "--data", "sample"], "checkpoint file nowhere.safetensors does not exist"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):

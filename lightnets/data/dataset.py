@@ -119,6 +119,30 @@ def empty_split(channels: int, size: tuple[int, int]) -> Split:
     return Split(torch.zeros(0, channels, *size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
 
 
+def class_balanced(labels: torch.Tensor, counts: list[int], generator: torch.Generator) -> list[torch.Tensor]:
+    """Disjoint seeded index sets with about ``counts[i] / classes`` images of every class each."""
+    classes = labels.unique().tolist()
+    picks: list[list[torch.Tensor]] = [[] for _ in counts]
+    for j, c in enumerate(classes):
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        start = 0
+        for i, n in enumerate(counts):
+            take = n // len(classes) + (j < n % len(classes))
+            picks[i].append(idx[start:start + take])
+            start += take
+    return [torch.cat(p) for p in picks]
+
+
+def subset(train: Split, images: int, seed: int) -> Split:
+    """``images`` of ``train``, as many of each class as can be (seeded): training on part of a data set,
+    as Hinton et al. did to show soft targets standing in for data."""
+    if not 0 < images <= len(train):
+        raise LightnetsError(f"--train-subset must be between 1 and the {len(train)} training images, got {images}")
+    (idx,) = class_balanced(train.labels, [images], torch.Generator().manual_seed(seed))
+    return Split(train.images[idx], train.labels[idx])
+
+
 def split_off(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """Hold out ``fraction`` of each class (seeded) as a validation split."""
     if not 0 < fraction < 1:

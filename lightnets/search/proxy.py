@@ -23,6 +23,7 @@ import torch
 
 from ..bench import thread_count
 from ..data import Dataset, Split, load_data
+from ..data.dataset import class_balanced
 from ..data.sources import resize_split
 from ..errors import LightnetsError
 from ..models.mnas_space import Arch
@@ -57,21 +58,6 @@ class ProxyBudget:
         return asdict(self)
 
 
-def _per_class(labels: torch.Tensor, counts: list[int], generator: torch.Generator) -> list[torch.Tensor]:
-    """Disjoint seeded index sets with about ``counts[i] / classes`` images of every class each."""
-    classes = labels.unique().tolist()
-    picks: list[list[torch.Tensor]] = [[] for _ in counts]
-    for j, c in enumerate(classes):
-        idx = (labels == c).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=generator)]
-        start = 0
-        for i, n in enumerate(counts):
-            take = n // len(classes) + (j < n % len(classes))
-            picks[i].append(idx[start:start + take])
-            start += take
-    return [torch.cat(p) for p in picks]
-
-
 def proxy_data(source: str | Path | Dataset, budget: ProxyBudget, image_size: int = 32) -> Dataset:
     """Class-balanced ``budget.train_images`` to train on and ``budget.val_images`` to judge by, both drawn
     (seeded, disjoint) from the source's training split, at ``image_size`` (a given ``Dataset`` of another
@@ -82,7 +68,7 @@ def proxy_data(source: str | Path | Dataset, budget: ProxyBudget, image_size: in
         raise LightnetsError(f"the proxy needs train images >= batch size ({budget.batch_size}), val images >= 1 and "
                              f"both together <= the {len(data.train)} training images of {data.source}; got "
                              f"{budget.train_images} + {budget.val_images}")
-    train_idx, val_idx = _per_class(data.train.labels, [budget.train_images, budget.val_images],
+    train_idx, val_idx = class_balanced(data.train.labels, [budget.train_images, budget.val_images],
                                     torch.Generator().manual_seed(budget.seed))
     resized = data.image_size != (image_size, image_size)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from torch import nn
 
 from .. import __version__
 from ..data import Augment, Dataset, ImageBatches, Split, decode_image, eval_batches, load_data
+from ..data.dataset import subset
 from ..data.folder import IMAGE_EXTENSIONS
 from ..errors import LightnetsError
 from ..models import create_model, model_info
@@ -230,15 +231,18 @@ class TrainResult:
 def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "sample",
           recipe: str | Recipe = "fast", *, out: str | Path | None = None, exist_ok: bool = False,
           resume: str | Path | None = None, image_size: int | None = None, val_split: float | None = None,
-          strict: bool = False, device: str | None = None, model_args: dict[str, Any] | None = None,
-          progress: bool = True, setup: RunSetup | None = None, **overrides: Any) -> TrainResult:
+          train_subset: int | None = None, strict: bool = False, device: str | None = None,
+          model_args: dict[str, Any] | None = None, progress: bool = True, setup: RunSetup | None = None,
+          **overrides: Any) -> TrainResult:
     """Train a registered model on a data source and evaluate it; returns the run's history and final test result.
 
     ``recipe`` is a name from ``RECIPES`` or a ``Recipe``; keyword ``overrides`` replace its fields
     (``epochs=5, lr=0.05``). ``resume`` continues the run in that folder exactly where it stopped,
-    with the configuration it was started with. Under ``torchrun`` the run uses DistributedDataParallel
-    with ``batch_size`` as the global batch. ``setup`` changes how the model starts and learns
-    (``lightnets.distill`` and ``lightnets.specialists`` pass theirs); the default is plain training.
+    with the configuration it was started with. ``train_subset`` trains on that many images of the training
+    split, class-balanced and seeded by the recipe's seed (the test split stays whole). Under ``torchrun``
+    the run uses DistributedDataParallel with ``batch_size`` as the global batch. ``setup`` changes how the
+    model starts and learns (``lightnets.distill`` and ``lightnets.specialists`` pass theirs); the default is
+    plain training.
     """
     setup = setup or RunSetup()
     if resume is not None:
@@ -248,6 +252,7 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
             raise LightnetsError(f"{run_dir} is a {cfg.get('kind', 'train')} run, not a {setup.kind} run; resume it "
                                  f"with `lightnets {cfg.get('kind', 'train')} --resume {run_dir}`")
         model, data, image_size, val_split = cfg["model"], cfg["data"], cfg["image_size"], cfg["val_split"]
+        train_subset = cfg.get("train_subset")
         model_args = cfg["model_args"]
     else:
         rec = get_recipe(recipe, **overrides)
@@ -258,6 +263,8 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
     rank, world = rank_and_world()
     dataset = data if isinstance(data, Dataset) else load_data(data, image_size, val_split=val_split,
                                                                strict=strict, seed=rec.seed)
+    if train_subset is not None:
+        dataset = replace(dataset, train=subset(dataset.train, train_subset, rec.seed))
     net = create_model(model, num_classes=len(dataset.classes), **(model_args or {}))
     net = net.to(dev, memory_format=torch.channels_last if rec.channels_last else torch.contiguous_format)
     mean, std = setup.normalisation(dataset)
@@ -265,7 +272,8 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
     record = setup.record()
     record = {setup.kind: record} if record else {}
     config = {"kind": setup.kind, **record, "model": model, "model_args": model_args or {},
-              "data": str(dataset.source), "image_size": image_size, "val_split": val_split, "recipe": rec.to_dict(),
+              "data": str(dataset.source), "image_size": image_size, "val_split": val_split,
+              "train_subset": train_subset, "recipe": rec.to_dict(),
               "classes": dataset.classes, "mean": mean, "std": std,
               "train_images": len(dataset.train), "test_images": len(dataset.test), "skipped": len(dataset.skipped),
               "device": str(dev), "world_size": world, "threads": torch.get_num_threads(),
