@@ -30,6 +30,7 @@ from lightnets.search import (
 )
 from lightnets.search import latency as latency_module
 from lightnets.search.bisection import bisect_threshold
+from lightnets.search.latency import private_cache_bytes
 from lightnets.train import load_model, save_checkpoint
 
 CIFAR = get_space("mobilenetv3_cifar")
@@ -351,3 +352,12 @@ def test_bisect_threshold_brackets_where_a_monotone_test_turns() -> None:
     tested = list(asked)
     assert tested and all(round(v, 4) == v for v in tested)
     assert all(v ** 2 <= 2.0 for v in tested if v <= lo) and all(v ** 2 > 2.0 for v in tested if v >= hi)
+
+
+def test_private_cache_is_the_largest_cache_the_first_core_does_not_share(tmp_path):
+    for name, size, shared in (("index0", "48K", "0"), ("index2", "1024K", "0"), ("index3", "32768K", "0-1")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "size").write_text(size + "\n")
+        (tmp_path / name / "shared_cpu_list").write_text(shared + "\n")
+    assert private_cache_bytes(tmp_path) == 1 << 20
+    assert private_cache_bytes(tmp_path / "missing", default=123) == 123

@@ -37,11 +37,11 @@ Shape = tuple[int, int, int, int]
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
-def private_cache_bytes(default: int = 1 << 20) -> int:
-    """Size of one core's largest private cache (L2 on current x86 and Arm servers), from sysfs; ``default``
-    where the kernel does not say (not Linux, or a container without sysfs)."""
+def private_cache_bytes(caches: Path = Path("/sys/devices/system/cpu/cpu0/cache"), default: int = 1 << 20) -> int:
+    """Size of one core's largest private cache (L2 on current x86 and Arm servers), from the first core's
+    sysfs ``caches``; ``default`` where the kernel does not say (not Linux, or a container without sysfs)."""
     best = 0
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+    for index in caches.glob("index*"):
         try:
             shared = (index / "shared_cpu_list").read_text().strip()
             size = (index / "size").read_text().strip()
