@@ -126,9 +126,8 @@ def measure(build: Callable[[], nn.Module], shape: Shape, device: str = "cpu", m
     cache under-predicts a network; rotating through more than the last-level cache over-predicts it (weights
     from memory). On the 2-core EPYC development machine (1 MB L2, 32 MB L3) three CIFAR members' tables
     summed to 0.90-0.95 of the measured network with no rotation, 0.93-0.99 with 1 MB and 1.11-1.31 with
-    32 MB. A whole network is timed as it
-    runs in use, one copy (``weight_bytes=0``). ``clock`` is ``"wall"`` (the protocol) or ``"cpu"`` (see
-    ``check_clock``).
+    32 MB. A whole network is timed as it runs in use, one copy (``weight_bytes=0``). ``clock`` is
+    ``"wall"`` (the protocol) or ``"cpu"`` (see ``check_clock``).
     """
     return time_fn(_runner(build, shape, device, weight_bytes), min_time, sync=synchronizer(device),
                    clock=CLOCKS[clock])

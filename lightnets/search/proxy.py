@@ -69,7 +69,7 @@ def proxy_data(source: str | Path | Dataset, budget: ProxyBudget, image_size: in
                              f"both together <= the {len(data.train)} training images of {data.source}; got "
                              f"{budget.train_images} + {budget.val_images}")
     train_idx, val_idx = class_balanced(data.train.labels, [budget.train_images, budget.val_images],
-                                    torch.Generator().manual_seed(budget.seed))
+                                        torch.Generator().manual_seed(budget.seed))
     resized = data.image_size != (image_size, image_size)
 
     def subset(idx: torch.Tensor) -> Split:

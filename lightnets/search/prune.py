@@ -114,7 +114,7 @@ def prune(model: MnasSpaceNet, layer: str, channels: int) -> MnasSpaceNet:
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if layer.startswith("block"):
         index = int(layer[5:])
-        name = [n for n, m in model.named_modules() if isinstance(m, InvertedResidual)][index]
+        name = _block_names(model)[index]
         block = model.get_submodule(name)
         keep = strongest(block.expand[0].weight, channels)
         _cut(state, [f"{name}.{part}.0.weight" for part in ("expand", "depthwise")]
@@ -141,6 +141,7 @@ def prune(model: MnasSpaceNet, layer: str, channels: int) -> MnasSpaceNet:
 
 
 def _block_names(model: MnasSpaceNet) -> list[str]:
+    """The module names of the network's inverted residuals, in order (``block{i}`` is the i-th)."""
     return [n for n, m in model.named_modules() if isinstance(m, InvertedResidual)]
 
 
