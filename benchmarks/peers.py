@@ -131,12 +131,12 @@ def main() -> int:
     skipped = [n for n in wanted if n not in dict(pairs)]
     results = []
     with thread_count(args.threads), tempfile.TemporaryDirectory() as tmp:
-        peaks = matmul_peak_gflops()
+        peaks = matmul_peak_gflops(args.threads)
         for ours_name, timm_name in pairs:
             print(f"measuring {ours_name} against timm {timm_name}", file=sys.stderr)
             results.append(measure(ours_name, timm_name, timm, args.input_size, args.min_time, args.rounds,
                                    args.threads, Path(tmp)))
-        peaks = {lib: max(rate, peaks[lib]) for lib, rate in matmul_peak_gflops().items()}
+        peaks = {lib: max(rate, peaks[lib]) for lib, rate in matmul_peak_gflops(args.threads).items()}
     peak = max(peaks.values())
     table = rows(results, peak)
     print(f"torch {torch.__version__}, timm {timm.__version__}, {args.threads} threads, input {args.input_size}, "
