@@ -12,7 +12,7 @@ and its ratio to the first's (NetAdapt's result against its source and a uniform
 
     python benchmarks/paired_accuracy.py --data /work/shared/datasets/cifar10-png.tar.gz --tta \\
         runs/distill-base runs/distill-kd runs/distill-base-time
-    python benchmarks/paired_accuracy.py --data /work/shared/datasets/cifar10-png.tar.gz --tta --latency \
+    python benchmarks/paired_accuracy.py --data /work/shared/datasets/cifar10-png.tar.gz --tta --latency \\
         --threads 1 runs/netadapt-source runs/netadapt/adapted.safetensors runs/netadapt-uniform
 """
 

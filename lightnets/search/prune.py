@@ -135,9 +135,7 @@ def prune(model: MnasSpaceNet, layer: str, channels: int) -> MnasSpaceNet:
         keep = strongest(model.head.hidden[0].weight, channels)
         _cut(state, ["head.hidden.0.weight", "head.hidden.0.bias"], 0, keep)
         _cut(state, ["head.fc.weight"], 1, keep)
-    pruned = MnasSpaceNet(model.num_classes, model.in_chans, arch, drop_rate=model.head.dropout.p)
-    pruned.load_state_dict(state)
-    return pruned.to(next(model.parameters()).device).train(model.training)
+    return _holding(model, _sibling(model, arch), state)
 
 
 def _block_names(model: MnasSpaceNet) -> list[str]:
@@ -148,7 +146,7 @@ def _block_names(model: MnasSpaceNet) -> list[str]:
 def _without_block(model: MnasSpaceNet, index: int, arch: Arch) -> MnasSpaceNet:
     """A network of ``arch`` (``model.arch`` without residual block ``index``) holding every other weight
     of ``model``: blocks after the removed one move up a place, whatever modules hold them."""
-    pruned = MnasSpaceNet(model.num_classes, model.in_chans, arch, drop_rate=model.head.dropout.p)
+    pruned = _sibling(model, arch)
     old = _block_names(model)
     source_of = dict(zip(_block_names(pruned), old[:index] + old[index + 1:], strict=True))
     state = model.state_dict()
@@ -159,5 +157,15 @@ def _without_block(model: MnasSpaceNet, index: int, arch: Arch) -> MnasSpaceNet:
                 return previous + key[len(new):]
         return key
 
-    pruned.load_state_dict({key: state[source(key)].detach().clone() for key in pruned.state_dict()})
+    return _holding(model, pruned, {key: state[source(key)].detach().clone() for key in pruned.state_dict()})
+
+
+def _sibling(model: MnasSpaceNet, arch: Arch) -> MnasSpaceNet:
+    """A fresh network of ``arch`` with ``model``'s classes, input channels and dropout."""
+    return MnasSpaceNet(model.num_classes, model.in_chans, arch, drop_rate=model.head.dropout.p)
+
+
+def _holding(model: MnasSpaceNet, pruned: MnasSpaceNet, state: dict[str, torch.Tensor]) -> MnasSpaceNet:
+    """``pruned`` with ``state`` loaded strictly, on ``model``'s device and in its train/eval mode."""
+    pruned.load_state_dict(state)
     return pruned.to(next(model.parameters()).device).train(model.training)
