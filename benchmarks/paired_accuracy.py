@@ -9,11 +9,16 @@ averaging the logits of each image and its mirror (``--tta``, as the ``fast`` re
 ``--latency`` also times the checkpoints' networks at batch 1 (eager, eval mode, their own input size), side
 by side in alternating bursts so a change of load falls on all of them alike, and gives each one's median
 and its ratio to the first's (NetAdapt's result against its source and a uniformly scaled network).
+``--runtimes`` adds each checkpoint exported to ONNX (fp32, batch norm folded) and run by those runtimes, so
+a deployment's predictions are compared image by image with PyTorch's ("same top-1" and the largest logit
+difference, against the first row).
 
     python benchmarks/paired_accuracy.py --data /work/shared/datasets/cifar10-png.tar.gz --tta \\
         runs/distill-base runs/distill-kd runs/distill-base-time
     python benchmarks/paired_accuracy.py --data /work/shared/datasets/cifar10-png.tar.gz --tta --latency \\
         --threads 1 runs/netadapt-source runs/netadapt/adapted.safetensors runs/netadapt-uniform
+    python benchmarks/paired_accuracy.py --data /work/shared/datasets/cifar10-images.tar.gz \
+        --runtimes openvino,openvino_bf16 runs/jpeg-teacher
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -29,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightnets.bench import thread_count  # noqa: E402
 from lightnets.data import Split, load_data  # noqa: E402
+from lightnets.export import OnnxClassifier, export_onnx, load_for_deploy  # noqa: E402
 from lightnets.report import format_markdown, format_table  # noqa: E402
 from lightnets.search import measure_side_by_side  # noqa: E402
 from lightnets.train import load_model  # noqa: E402
@@ -45,17 +52,24 @@ def mcnemar_p(gained: int, lost: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def correct(checkpoint: str, data: str, tta: bool) -> torch.Tensor:
-    """Per test image: is the checkpoint's top-1 right (labels mapped onto the checkpoint's class order)."""
+def test_logits(checkpoint: str, data: str, tta: bool, runtime: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checkpoint's logits on every test image and the labels (mapped onto the checkpoint's class order);
+    with ``runtime``, of the checkpoint exported to ONNX and run there."""
     model = load_model(checkpoint)
     meta = model.checkpoint_meta
     dataset = load_data(data, meta["image_size"], seed=meta["recipe"]["seed"])
     remap = torch.tensor([meta["classes"].index(c) for c in dataset.classes])
     split = Split(dataset.test.images, remap[dataset.test.labels])
-    logits = split_logits(model, split, meta["mean"], meta["std"])
-    if tta:
-        logits = logits + split_logits(model, Split(split.images.flip(-1), split.labels), meta["mean"], meta["std"])
-    return logits.argmax(1) == split.labels
+    with tempfile.TemporaryDirectory() as tmp:
+        if runtime:
+            network, info = load_for_deploy(checkpoint)
+            model = OnnxClassifier(export_onnx(network, Path(tmp) / "model.onnx", info, dynamic_batch=True).path,
+                                   runtime)
+        logits = split_logits(model, split, meta["mean"], meta["std"])
+        if tta:
+            mirrored = Split(split.images.flip(-1), split.labels)
+            logits = logits + split_logits(model, mirrored, meta["mean"], meta["std"])
+    return logits, split.labels
 
 
 def batch1_latency(checkpoints: list[str], threads: int, min_time: float) -> dict[str, float]:
@@ -75,21 +89,32 @@ def main() -> None:
     parser.add_argument("--latency", action="store_true", help="also time the networks at batch 1, side by side")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for the timing (default 1)")
     parser.add_argument("--min-time", type=float, default=5.0, help="seconds of timed runs per network")
+    parser.add_argument("--runtimes", default="", help="comma-separated ONNX runtimes to run each checkpoint "
+                        "on too, e.g. openvino,openvino_bf16")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
-    results = [correct(c, args.data, args.tta) for c in args.checkpoints]
+    runs = [(c, None) for c in args.checkpoints]
+    runs += [(c, r) for c in args.checkpoints for r in filter(None, args.runtimes.split(","))]
+    outputs = [test_logits(c, args.data, args.tta, r) for c, r in runs]
     latency = batch1_latency(args.checkpoints, args.threads, args.min_time) if args.latency else {}
-    reference = results[0]
+    reference_logits, labels = outputs[0]
+    reference = reference_logits.argmax(1) == labels
     rows = []
-    for name, right in zip(args.checkpoints, results, strict=True):
+    for (name, runtime), (logits, _) in zip(runs, outputs, strict=True):
+        right = logits.argmax(1) == labels
         gained, lost = int((right & ~reference).sum()), int((~right & reference).sum())
-        rows.append({"checkpoint": name, "top-1 %": f"{100 * right.double().mean():.2f}", "images": str(len(right)),
-                     "gained": str(gained), "lost": str(lost),
+        rows.append({"checkpoint": name, "run by": runtime or "torch", "top-1 %": f"{100 * right.double().mean():.2f}",
+                     "images": str(len(right)), "gained": str(gained), "lost": str(lost),
                      "difference (points)": f"{100 * (gained - lost) / len(right):+.2f}",
                      "McNemar p": f"{mcnemar_p(gained, lost):.3g}"})
-        if latency:
-            rows[-1] |= {"batch-1 ms": f"{latency[name]:.3f}",
-                         "x first": f"{latency[name] / latency[args.checkpoints[0]]:.3f}"}
+        if args.runtimes:
+            same = (logits.argmax(1) == reference_logits.argmax(1)).double().mean()
+            rows[-1] |= {"same top-1 as first %": f"{100 * same:.2f}",
+                         "max logit difference": f"{(logits - reference_logits).abs().max():.2g}"}
+        if latency:  # the eager networks only
+            ms = latency[name] if runtime is None else None
+            rows[-1] |= {"batch-1 ms": "-" if ms is None else f"{ms:.3f}",
+                         "x first": "-" if ms is None else f"{ms / latency[args.checkpoints[0]]:.3f}"}
     print(format_markdown(rows) if args.markdown else format_table(rows))
 
 

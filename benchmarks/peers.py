@@ -9,7 +9,8 @@ eager model (the baseline), ours in eager mode, and ours on the deploy path (BN 
 ONNX, run by each installed runtime). It prints the ratios to timm's eager latency, our deploy
 path's agreement with our eager predictions on a test batch, and the achieved GFLOP/s against the
 machine's fp32 matmul peak measured in the same run (the faster of torch.mm and ONNX Runtime's
-MatMul). Weights are random: only speed is compared.
+MatMul). Weights are random: only speed is compared. Where OpenVINO can compute in bf16 on this CPU, the
+bf16 path is timed too, in its own columns: it is not the fp32 deploy path.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lightnets import count, list_models  # noqa: E402
 from lightnets.bench import matmul_peak_gflops, thread_count, time_interleaved  # noqa: E402
 from lightnets.bench.backends import make_runner, to_numpy  # noqa: E402
-from lightnets.export import export_onnx, load_for_deploy, top1_agreement  # noqa: E402
+from lightnets.export import export_onnx, load_for_deploy, runtime_missing, top1_agreement  # noqa: E402
 from lightnets.report import format_markdown, format_table  # noqa: E402
 
 # (ours, timm's): timm's vovnet39a/57a are the original OSA networks without eSE, as ours are.
@@ -41,7 +43,8 @@ PAIRS = [
     ("vovnet39", "vovnet39a"),
     ("vovnet57", "vovnet57a"),
 ]
-RUNTIMES = [r for r in ("onnxruntime", "openvino") if importlib.util.find_spec(r)]
+RUNTIMES = [r for r in ("onnxruntime", "openvino") if importlib.util.find_spec(r)]  # fp32: the deploy path
+LOW_PRECISION = [r for r in ("openvino_bf16",) if runtime_missing(r) is None]
 
 
 def import_timm():
@@ -68,9 +71,12 @@ def measure(ours_name: str, timm_name: str, timm, size: int, min_time: float, ro
     onnx_path = export_onnx(ours, tmp / f"{ours_name}.onnx", info, dynamic_batch=True).path
     runners = {"timm eager": make_runner("eager", peer), "ours eager": make_runner("eager", ours),
                "ours channels_last": make_runner("channels_last", ours)}
-    runners |= {f"ours {r}": make_runner(r, ours, onnx_path, threads) for r in RUNTIMES}
+    runners |= {f"ours {r}": make_runner(r, ours, onnx_path, threads) for r in RUNTIMES + LOW_PRECISION}
     reference = to_numpy(runners["ours eager"](test)())
-    agree = {n: top1_agreement(to_numpy(r(test)()), reference) for n, r in runners.items() if n != "timm eager"}
+    outputs = {n: to_numpy(r(test)()) for n, r in runners.items() if n != "timm eager"}
+    agree = {n: top1_agreement(out, reference) for n, out in outputs.items()}
+    # relative to the largest logit: random weights give logits from 1e-20 to 1e7 depending on the network
+    max_diff = {n: float(np.abs(out - reference).max() / np.abs(reference).max()) for n, out in outputs.items()}
     timed = time_interleaved({n: r(x) for n, r in runners.items()}, "timm eager", min_time, rounds)
     macs = count(ours, size).macs
     deploy = min(RUNTIMES, key=lambda r: timed.ratios[f"ours {r}"]) if RUNTIMES else None
@@ -79,7 +85,7 @@ def measure(ours_name: str, timm_name: str, timm, size: int, min_time: float, ro
         "params": sum(p.numel() for p in ours.parameters()),
         "timm_params": sum(p.numel() for p in peer.parameters()),
         "ms": {n: t.median_ms for n, t in timed.timings.items()},
-        "ratio": timed.ratios, "agree": agree, "deploy": deploy,
+        "ratio": timed.ratios, "agree": agree, "max_logit_diff": max_diff, "deploy": deploy,
     }
 
 
@@ -106,6 +112,10 @@ def rows(results: list[dict], peak: float) -> list[dict[str, str]]:
             row["deploy agree"] = f"{100 * r['agree'][f'ours {deploy}']:.0f}%"
             row["deploy GFLOP/s"] = f"{2 * r['macs'] / best / 1e6:.0f}"
             row["deploy % of peak"] = f"{100 * 2 * r['macs'] / best / 1e6 / peak:.0f}%"
+        for rt in LOW_PRECISION:
+            row[f"{rt} / timm"] = f"{ratio[f'ours {rt}']:.2f}"
+            row[f"{rt} agree"] = f"{100 * r['agree'][f'ours {rt}']:.0f}%"
+            row[f"{rt} max logit diff / max logit"] = f"{r['max_logit_diff'][f'ours {rt}']:.1e}"
         row["eager GFLOP/s"] = f"{2 * r['macs'] / ms['ours eager'] / 1e6:.0f}"
         row["eager % of peak"] = f"{100 * 2 * r['macs'] / ms['ours eager'] / 1e6 / peak:.0f}%"
         out.append(row)

@@ -495,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_eval)
 
+    from .export import RUNTIMES
+
     p = sub.add_parser("predict", help="top-k classes with probabilities for images or folders of images")
     p.add_argument("checkpoint", help="run folder (its best checkpoint) or checkpoint .safetensors/.json")
     p.add_argument("inputs", nargs="+", help="image files or folders")
@@ -502,8 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--strict", action="store_true")
     p.add_argument("--device", default=None)
-    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch",
-                   help="torch: a checkpoint; onnxruntime/openvino: a file from `lightnets export`")
+    p.add_argument("--backend", choices=["torch", *RUNTIMES], default="torch",
+                   help="torch: a checkpoint; otherwise a file from `lightnets export`, run by that runtime "
+                        "(openvino_bf16: OpenVINO in bf16, on CPUs with bf16 instructions)")
     p.set_defaults(func=cmd_predict)
 
     from .bench.backends import BACKENDS

@@ -101,9 +101,42 @@ def test_classifier_applies_the_recorded_preprocessing(tmp_path, capsys):
         probs = model(x[None]).softmax(1)[0]
     assert name == f"class{int(probs.argmax())}" and prob == pytest.approx(float(probs.max()), abs=1e-4)
     assert len(clf.predict([tmp_path / "a.png"] * 2, top_k=3)[1][1]) == 3  # a fixed-batch file takes two images
-    for runtime in [r for r in ex.RUNTIMES if importlib.util.find_spec(r)]:
+    for runtime in [r for r in ("onnxruntime", "openvino") if importlib.util.find_spec(r)]:
         assert main(["predict", str(path), str(tmp_path / "a.png"), "--backend", runtime, "--topk", "1"]) == 0
         assert f"{name} {100 * prob:.1f}%" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(ex.runtime_missing("openvino_bf16") is not None, reason="no OpenVINO or no bf16 instructions")
+def test_openvino_bf16_computes_in_bf16_and_agrees(tmp_path):
+    model, info = trained_like(SMALL)
+    path = ex.export_onnx(model, tmp_path / "m.onnx", info, dynamic_batch=True).path
+    x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    fp32 = ex.runtime_runner(path, "openvino")(x)
+    bf16 = ex.runtime_runner(path, "openvino_bf16")(x)
+    diff = np.abs(bf16 - fp32).max() / np.abs(fp32).max()
+    assert 1e-5 < diff < 0.05  # bf16 keeps 8 bits of mantissa: visibly different, still close
+    assert ex.top1_agreement(bf16, fp32, tie=0.05 * np.abs(fp32).max()) == 1.0
+
+
+def test_openvino_bf16_without_bf16_instructions_is_reported(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("openvino")
+    import openvino as ov
+
+    monkeypatch.setattr(ov.Core, "get_property", lambda self, device, name: ["FP32", "INT8"])
+    why = "this CPU has no bf16 instructions (OpenVINO reports none)"
+    assert ex.runtime_missing("openvino_bf16") == why
+    assert ex.runtime_missing("openvino") is None
+    from lightnets.bench import run_benchmark
+
+    (result,) = run_benchmark([SMALL], batch_sizes=[1], backends=["openvino_bf16"], min_time=0.05)
+    assert result.status == f"skipped: {why}"
+    model, info = trained_like(SMALL)
+    path = ex.export_onnx(model, tmp_path / "m.onnx", info).path
+    assert main(["predict", str(path), str(tmp_path), "--backend", "openvino_bf16"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"lightnets: error: runtime openvino_bf16 cannot run here: {why}\n"
+    with pytest.raises(LightnetsError, match="unknown runtime 'tensorrt'; choose from onnxruntime"):
+        ex.runtime_missing("tensorrt")
 
 
 def test_cli_export_and_errors(tmp_path, capsys):

@@ -165,3 +165,27 @@ def test_count_per_module_sums_to_total():
     counts = lightnets.count(model, 224)
     parts = ["stem", *(f.module for f in model.feature_info), "final", "head"]
     assert sum(counts.macs_by_module.get(p, 0) for p in parts) == counts.macs
+
+
+@pytest.mark.parametrize("name", ["mobilenetv1_025_cifar", "densenet_k16_1_2_4_3_cifar", "peleenet_cifar"])
+def test_in_place_relu_keeps_outputs_and_gradients(name):
+    """The ReLUs that overwrite their input give the same outputs and gradients as out-of-place ones."""
+    torch.manual_seed(0)
+    model = lightnets.create_model(name)
+    relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+    assert relus and all(m.inplace for m in relus)
+    images = torch.randn(4, 3, 32, 32)
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = model(images).square().sum()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    loss_in_place, grads_in_place = loss_and_grads()
+    for m in relus:
+        m.inplace = False
+    loss_out_of_place, grads_out_of_place = loss_and_grads()
+    assert torch.allclose(loss_in_place, loss_out_of_place)
+    for a, b in zip(grads_in_place, grads_out_of_place, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

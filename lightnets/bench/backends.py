@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from ..errors import LightnetsError
+from ..export import RUNTIMES, runtime_missing, runtime_runner
 
-BACKENDS = ("eager", "channels_last", "compile", "onnxruntime", "openvino")
+BACKENDS = ("eager", "channels_last", "compile", *RUNTIMES)
 TRAINABLE = ("eager", "channels_last")  # backends whose training step rate is measured too
 
 
@@ -35,12 +36,13 @@ def check_backends(names: Sequence[str]) -> list[str]:
 def backend_missing(name: str, device: str = "cpu") -> str | None:
     """Why ``name`` cannot run here (e.g. 'openvino is not installed'), or None when it can."""
     check_backends([name])
-    if name in ("onnxruntime", "openvino"):
-        for package in ("onnx", "onnxscript", name):
+    if name in RUNTIMES:
+        for package in ("onnx", "onnxscript"):  # the export
             if importlib.util.find_spec(package) is None:
                 return f"{package} is not installed"
         if torch.device(device).type != "cpu":
             return f"{name} is measured on the CPU only"
+        return runtime_missing(name)
     if name == "compile":
         if torch.device(device).type == "cuda" and importlib.util.find_spec("triton") is None:
             return "triton is not installed"
@@ -88,8 +90,6 @@ def make_runner(name: str, model: nn.Module, onnx_path: Path | None = None, thre
         return _torch_runner(copy.deepcopy(model).to(memory_format=torch.channels_last), torch.channels_last)
     if name == "compile":
         return _torch_runner(torch.compile(model), torch.contiguous_format)
-    from ..export import runtime_runner
-
     if onnx_path is None:
         raise ValueError(f"backend {name!r} needs an exported ONNX file")
     return _numpy_runner(runtime_runner(onnx_path, name, threads, spin=False))

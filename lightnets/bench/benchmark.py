@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import LightnetsError
+from ..export import RUNTIMES
 from .backends import TRAINABLE, backend_missing, check_backends, make_runner, to_numpy
 from .count import count
 from .timing import synchronizer, thread_count, time_fn, time_interleaved
@@ -143,7 +144,7 @@ def _bench_model(model: nn.Module, info: DeployInfo, backends: list[str], batch_
                 results[b].status = f"skipped: {why}"
                 continue
             try:
-                if b in ("onnxruntime", "openvino") and onnx_path is None:
+                if b in RUNTIMES and onnx_path is None:
                     onnx_path = export_onnx(model, Path(tmp) / "model.onnx", info, dynamic_batch=True).path
                 runner = make_runner(b, model, onnx_path, torch.get_num_threads())
                 out = to_numpy(runner(test)())

@@ -22,6 +22,17 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
+def in_place_if_relu(act: nn.Module) -> nn.Module:
+    """Make a ReLU overwrite its input, as timm's and torchvision's do, saving one activation-sized tensor.
+
+    Safe after a batch norm: ReLU's backward needs only its output and batch norm's needs only its input.
+    Other activations are left as they are, since their backward reads their input.
+    """
+    if isinstance(act, (nn.ReLU, nn.ReLU6)):
+        act.inplace = True
+    return act
+
+
 class ConvBnAct(nn.Sequential):
     """Conv2d (no bias) -> BatchNorm2d -> optional activation, with 'same' padding for odd kernels."""
 
@@ -40,7 +51,7 @@ class ConvBnAct(nn.Sequential):
             nn.BatchNorm2d(out_chs, eps=bn_eps),
         ]
         if act is not None:
-            layers.append(act())
+            layers.append(in_place_if_relu(act()))
         super().__init__(*layers)
         self.out_chs = out_chs
 

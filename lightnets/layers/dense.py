@@ -16,7 +16,7 @@ class BnActConv(nn.Sequential):
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1) -> None:
         super().__init__(
             nn.BatchNorm2d(in_chs),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(in_chs, out_chs, kernel_size, padding=(kernel_size - 1) // 2, bias=False),
         )
         self.out_chs = out_chs

@@ -71,7 +71,7 @@ class DenseNet(LightNet):
             self.feature_info.append(FeatureInfo(chs, stride, f"stages.{i}"))
         self.stages = nn.ModuleList(stages)
         # The blocks are pre-activated, so the last one's output still needs its BN and ReLU.
-        self.final = nn.Sequential(nn.BatchNorm2d(chs), nn.ReLU())
+        self.final = nn.Sequential(nn.BatchNorm2d(chs), nn.ReLU(inplace=True))
         self.head = ClassifierHead(chs, num_classes, drop_rate)
         init_weights(self)
 

@@ -112,8 +112,9 @@ def evaluate_split(model: nn.Module, split: Split, classes: list[str], mean: lis
 def split_logits(model: nn.Module, split: Split, mean: list[float], std: list[float], *,
                  batch_size: int = 500) -> torch.Tensor:
     """``model``'s float32 logits for every image of ``split``, in order, on the CPU (for analyses
-    that need the predictions themselves, not only accuracy)."""
-    device = next(model.parameters()).device
+    that need the predictions themselves, not only accuracy). A module without parameters (an exported
+    model behind ``lightnets.export.OnnxClassifier``) is fed on the CPU."""
+    device = next(model.parameters(), torch.empty(0)).device
     was_training = model.training
     model.eval()
     out = [model(x).float().cpu() for x, _ in eval_batches(split, batch_size, mean, std, device=device)]
