@@ -165,3 +165,19 @@ def test_checkpoint_loads_with_its_metadata_and_mismatch_is_refused(tmp_path):
     with pytest.raises(LightnetsError, match="do not fit mobilenetv1_025_cifar"):
         ex.load_for_deploy(str(tmp_path))
     assert main(["export", str(tmp_path / "best.json")]) == 2
+
+
+def test_split_logits_runs_an_exported_model(tmp_path):
+    """An exported model (no parameters) scores a data split as its PyTorch original does."""
+    from lightnets.data import Split
+    from lightnets.train.classify import split_logits
+
+    model, info = trained_like(SMALL)
+    path = ex.export_onnx(model, tmp_path / "m.onnx", info, dynamic_batch=True).path
+    split = Split(torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8), torch.arange(12) % 10)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    with torch.no_grad():
+        expected = split_logits(model, split, mean, std, batch_size=5)
+    got = split_logits(ex.OnnxClassifier(path), split, mean, std, batch_size=5)
+    assert got.shape == (12, 10)
+    torch.testing.assert_close(got, expected, atol=1e-4 * float(expected.abs().max()), rtol=0)
