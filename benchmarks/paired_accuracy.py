@@ -52,23 +52,23 @@ def mcnemar_p(gained: int, lost: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def test_logits(checkpoint: str, data: str, tta: bool, runtime: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The checkpoint's logits on every test image and the labels (mapped onto the checkpoint's class order);
-    with ``runtime``, of the checkpoint exported to ONNX and run there."""
-    model = load_model(checkpoint)
+def test_logits(checkpoint: str, data: str, tta: bool, runtimes: list[str]
+                ) -> tuple[dict[str | None, torch.Tensor], torch.Tensor]:
+    """The checkpoint's logits on every test image, by PyTorch (key None) and by each of ``runtimes`` (the
+    checkpoint exported to ONNX once), and the labels mapped onto the checkpoint's class order. The checkpoint
+    and the data are loaded once for all of them."""
+    model, info = load_for_deploy(checkpoint)
     meta = model.checkpoint_meta
     dataset = load_data(data, meta["image_size"], seed=meta["recipe"]["seed"])
     remap = torch.tensor([meta["classes"].index(c) for c in dataset.classes])
     split = Split(dataset.test.images, remap[dataset.test.labels])
+    splits = [split, Split(split.images.flip(-1), split.labels)] if tta else [split]
+    logits: dict[str | None, torch.Tensor] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        if runtime:
-            network, info = load_for_deploy(checkpoint)
-            model = OnnxClassifier(export_onnx(network, Path(tmp) / "model.onnx", info, dynamic_batch=True).path,
-                                   runtime)
-        logits = split_logits(model, split, meta["mean"], meta["std"])
-        if tta:
-            mirrored = Split(split.images.flip(-1), split.labels)
-            logits = logits + split_logits(model, mirrored, meta["mean"], meta["std"])
+        path = export_onnx(model, Path(tmp) / "model.onnx", info, dynamic_batch=True).path if runtimes else None
+        for runtime in [None, *runtimes]:
+            scorer = model if runtime is None else OnnxClassifier(path, runtime)
+            logits[runtime] = sum(split_logits(scorer, s, meta["mean"], meta["std"]) for s in splits)
     return logits, split.labels
 
 
@@ -93,14 +93,16 @@ def main() -> None:
                         "on too, e.g. openvino,openvino_bf16")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
-    runs = [(c, None) for c in args.checkpoints]
-    runs += [(c, r) for c in args.checkpoints for r in filter(None, args.runtimes.split(","))]
-    outputs = [test_logits(c, args.data, args.tta, r) for c, r in runs]
+    runtimes = [r for r in args.runtimes.split(",") if r]
+    scored = {c: test_logits(c, args.data, args.tta, runtimes) for c in args.checkpoints}
     latency = batch1_latency(args.checkpoints, args.threads, args.min_time) if args.latency else {}
-    reference_logits, labels = outputs[0]
+    first, labels = scored[args.checkpoints[0]]
+    reference_logits = first[None]
     reference = reference_logits.argmax(1) == labels
     rows = []
-    for (name, runtime), (logits, _) in zip(runs, outputs, strict=True):
+    runs = [(c, None) for c in args.checkpoints] + [(c, r) for c in args.checkpoints for r in runtimes]
+    for name, runtime in runs:
+        logits = scored[name][0][runtime]
         right = logits.argmax(1) == labels
         gained, lost = int((right & ~reference).sum()), int((~right & reference).sum())
         rows.append({"checkpoint": name, "run by": runtime or "torch", "top-1 %": f"{100 * right.double().mean():.2f}",
