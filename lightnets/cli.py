@@ -69,6 +69,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     results = run_benchmark(
         models, input_size=args.input_size, batch_sizes=args.batch_sizes, backends=args.backends,
         threads=args.threads, device=args.device, train=train, train_batch=args.train_batch,
+        train_amp=None if args.train_amp == "none" else args.train_amp,
         min_time=args.min_time, log=lambda msg: print(msg, file=sys.stderr),
     )
     print(format_table(source_rows(results) if args.preset == "source" else result_rows(results)))
@@ -76,6 +77,21 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         print(f"wrote {write_results(results, path)}")
     if args.plot:
         print(f"wrote {plot_accuracy_latency(results, args.plot)}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .bench.doctor import doctor, facts_text
+
+    report = doctor(args.model, args.batch, measure=not args.no_measure)
+    print(facts_text(report.facts))
+    if report.training:
+        print(f"\ntraining step, {report.model} at batch {args.batch} (random data), measured side by side:")
+        print(format_table(report.training))
+        print(f"\nbatch-1 inference, {report.model} (random weights), measured side by side:")
+        print(format_table(report.deploy))
+        print(f"\nmeasured in {report.seconds:.0f} s; `lightnets train` measures its own model the same way (--amp, "
+              "--channels-last and --threads skip it)")
     return 0
 
 
@@ -92,6 +108,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.input_size:
         info = dataclasses.replace(info, input_size=args.input_size)
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
+    if precision == "int8":
+        from .bench.machine import cpu_info
+
+        if not cpu_info().vnni:
+            print(f"lightnets: warning: this CPU ({cpu_info().name}) has no VNNI (int8 dot-product) instructions: "
+                  "int8 may run no faster than fp32 here; the comparison below measures it", file=sys.stderr)
     suffix = "" if precision == "fp32" else f"_{precision}"
     output = Path(args.output or f"{info.model_name}{suffix}.onnx")
     check = torch.from_numpy(load_images(args.images, info, 64)[0]) if args.images else None
@@ -143,12 +165,12 @@ def cmd_detect_train(args: argparse.Namespace) -> int:
 
     augment = None if args.no_augment else DetectionAugment(scale=args.scale, flip=args.flip)
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "opt", "lr", "wd", "schedule", "warmup",
-                                                "ema", "grad_clip", "amp", "budget_min", "seed")}
+                                                "ema", "grad_clip", "amp", "channels_last", "budget_min", "seed")}
     result = train_detector(args.data, args.backbone, val_data=args.val_data, val_split=args.val_split,
                             class_agnostic=args.class_agnostic, input_size=args.input_size, stacks=args.stacks,
                             recipe=DETECTION_RECIPE, augment=augment, repeat=args.repeat, top_k=args.top_k,
                             out=args.out, exist_ok=args.exist_ok, resume=args.resume, device=args.device,
-                            **overrides)
+                            threads=args.threads, **overrides)
     print(format_table(_metric_row(result.metrics)))
     print(f"run folder: {result.run_dir}")
     return 0
@@ -202,18 +224,14 @@ def cmd_detect_benchmark(args: argparse.Namespace) -> int:
 
 
 def _recipe_overrides(args: argparse.Namespace) -> dict:
-    """The recipe fields given by the options of ``_add_recipe_options`` (None: the recipe's own), after --threads."""
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    """The recipe fields given by the options of ``_add_recipe_options`` (None: the recipe's own), and --threads."""
     fields = ("epochs", "batch_size", "opt", "lr", "wd", "schedule", "warmup", "label_smoothing", "ema", "grad_clip",
-              "cutout", "seed", "budget_min")
+              "cutout", "seed", "budget_min", "channels_last")
     overrides = {k: getattr(args, k) for k in fields}
     overrides["amp"] = args.amp  # "none" turns the recipe's autocast off
-    overrides |= {k: True for k in ("channels_last", "compile", "tta") if getattr(args, k)}
+    overrides |= {k: True for k in ("compile", "tta") if getattr(args, k)}
     overrides |= {"crop_pad": 0, "flip": False} if args.no_augment else {}
-    return overrides
+    return overrides | {"threads": args.threads}
 
 
 def _training_kwargs(args: argparse.Namespace) -> dict:
@@ -307,10 +325,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .train import predict
 
     checkpoint = args.checkpoint
-    if args.backend != "torch":  # an exported .onnx file, fed by the same pre-processing
+    backend = args.backend or ("auto" if str(checkpoint).endswith(".onnx") else "torch")
+    if backend == "auto" and str(checkpoint).endswith(".onnx"):
+        from .bench.probe import choose_runtime
+
+        backend, line = choose_runtime(checkpoint)
+        print(line, file=sys.stderr)
+    if backend not in ("torch", "auto"):  # an exported .onnx file, fed by the same pre-processing
         from .export import OnnxClassifier
 
-        checkpoint = OnnxClassifier(args.checkpoint, args.backend)
+        checkpoint = OnnxClassifier(args.checkpoint, backend)
     results, skipped = predict(checkpoint, args.inputs, topk=args.topk, batch_size=args.batch_size,
                                device=args.device, strict=args.strict)
     rows = [{"image": str(path), **{f"top-{i + 1}": f"{c} {100 * p:.1f}%" for i, (c, p) in enumerate(top)}}
@@ -395,6 +419,14 @@ def cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_speed_options(p: argparse.ArgumentParser) -> None:
+    """Precision and layout; left out (or auto), they are measured on this machine at the start of the run."""
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default=None,
+                   help="autocast precision (default auto: the fastest measured here; none: fp32)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="memory layout (default: the faster measured here)")
+
+
 def _add_recipe_options(p: argparse.ArgumentParser, recipe_help: str = "fast (default), source, source_wd") -> None:
     """The recipe and its overrides, for every command that trains a classifier (no --recipe: the command's default)."""
     p.add_argument("--recipe", default=None, help=f"named recipe: {recipe_help}")
@@ -404,10 +436,9 @@ def _add_recipe_options(p: argparse.ArgumentParser, recipe_help: str = "fast (de
         p.add_argument(f"--{name}", type=kind, default=None, help="overrides the recipe")
     p.add_argument("--opt", choices=["sgd", "adam", "adamw"], default=None)
     p.add_argument("--schedule", choices=["cosine", "onecycle", "step", "constant"], default=None)
-    p.add_argument("--amp", choices=["bf16", "fp16", "none"], default=None, help="autocast precision")
+    _add_speed_options(p)
     p.add_argument("--budget-min", type=float, default=None, help="stop after this many minutes of training, "
                    "with the LR schedule completed over the time")
-    p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--tta", action="store_true", help="evaluate on each image and its mirror")
     p.add_argument("--no-augment", action="store_true", help="no crop and flip (the source's no-augmentation rows)")
@@ -419,7 +450,7 @@ def _add_run_options(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--out", default=None, help=f"run folder (default runs/{kind}/MODEL[-N])")
     p.add_argument("--exist-ok", action="store_true", help="overwrite an existing run folder")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the fastest measured here)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -504,9 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--strict", action="store_true")
     p.add_argument("--device", default=None)
-    p.add_argument("--backend", choices=["torch", *RUNTIMES], default="torch",
+    p.add_argument("--backend", choices=["auto", "torch", *RUNTIMES], default=None,
                    help="torch: a checkpoint; otherwise a file from `lightnets export`, run by that runtime "
-                        "(openvino_bf16: OpenVINO in bf16, on CPUs with bf16 instructions)")
+                        "(openvino_bf16: OpenVINO in bf16, on CPUs with bf16 instructions); default: torch for a "
+                        "checkpoint, auto (the fastest installed runtime, measured once) for an .onnx file")
     p.set_defaults(func=cmd_predict)
 
     from .bench.backends import BACKENDS
@@ -526,10 +558,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--train-step", action="store_true", help="also time a training step (img/s, s per CIFAR epoch)")
     p.add_argument("--train-batch", type=int, default=128, help="batch of the training step (default 128)")
+    p.add_argument("--train-amp", choices=["auto", "bf16", "fp16", "none"], default="auto",
+                   help="the training step's autocast (default auto: the faster here of fp32 and native bf16)")
     p.add_argument("--min-time", type=float, default=2.0, help="seconds of timed runs per backend and batch")
     p.add_argument("--out", action="append", default=[], help="write the results to FILE.json or FILE.csv")
     p.add_argument("--plot", default=None, help="draw accuracy against latency (needs checkpoints) to FILE.png")
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("doctor", help="this machine: CPU flags, cores, versions, and what runs fastest (~30 s)")
+    p.add_argument("--model", default="vovnet27_slim_cifar", help="the model to measure on (default a small one)")
+    p.add_argument("--batch", type=int, default=32, help="training batch of the measurement (default 32)")
+    p.add_argument("--no-measure", action="store_true", help="the facts only, nothing timed")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("export", help="fold batch norm, export to ONNX, check it against PyTorch")
     p.add_argument("model", metavar="MODEL_OR_CHECKPOINT")
@@ -579,7 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument(f"--{name}", type=kind, default=None)
     d.add_argument("--opt", choices=["sgd", "adam", "adamw"], default=None)
     d.add_argument("--schedule", choices=["cosine", "onecycle", "step", "constant"], default=None)
-    d.add_argument("--amp", choices=["bf16", "fp16"], default=None)
+    _add_speed_options(d)
+    d.add_argument("--threads", type=int, default=None, help="CPU threads (default: the fastest measured here)")
     d.add_argument("--budget-min", type=float, default=None, help="stop after this many minutes of training "
                    "(CPU time per thread on a CPU), with the LR schedule completed over the time")
     d.add_argument("--out", default=None, help="run folder (default runs/train/detect-BACKBONE[-N])")

@@ -194,7 +194,7 @@ def test_schedules_and_weight_decay_groups():
     assert [p.ndim for p in decay["params"]] == [4] and decay["weight_decay"] == 0.1
     assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0
     assert get_recipe("source_wd").wd == 1e-3 and get_recipe("source").opt == "adam"
-    assert get_recipe("fast", amp="none").amp is None and get_recipe("fast", amp=None).amp == "bf16"
+    assert get_recipe("fast", amp="none").amp is None and get_recipe("fast", amp=None).amp == "auto"
     with pytest.raises(LightnetsError, match="unknown recipe 'nope'; choose from source, source_wd, fast"):
         get_recipe("nope")
     with pytest.raises(LightnetsError, match="learning rate must be > 0"):

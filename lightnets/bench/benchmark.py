@@ -24,6 +24,7 @@ from ..errors import LightnetsError
 from ..export import RUNTIMES
 from .backends import TRAINABLE, backend_missing, check_backends, make_runner, to_numpy
 from .count import count
+from .probe import AUTO, probe_speed, training_step
 from .timing import synchronizer, thread_count, time_fn, time_interleaved
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class BenchResult:
     top1_agree: float | None = None  # share of the test batch with eager's top class
     train_img_s: float | None = None  # full training step (forward, backward, SGD)
     train_epoch_s: float | None = None  # CIFAR-10's 50,000 images at that rate
+    train_amp: str | None = None  # the training step's autocast precision (None: fp32)
     accuracy: float | None = None  # top-1 recorded in the checkpoint
 
     def flat(self) -> dict[str, object]:
@@ -65,22 +67,13 @@ class BenchResult:
 
 
 def train_step(model: nn.Module, batch: int, input_size: int, device: str,
-               memory_format: torch.memory_format = torch.contiguous_format) -> Callable[[], object]:
-    """One SGD step (forward, cross-entropy, backward, update) on a fixed random batch of a copy of ``model``."""
-    model = copy.deepcopy(model).to(device, memory_format=memory_format).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+               memory_format: torch.memory_format = torch.contiguous_format, amp: str | None = None
+               ) -> Callable[[], object]:
+    """One SGD step (forward, backward, update) under ``amp`` autocast on a fixed random batch of a copy of
+    ``model`` (``lightnets.bench.probe.training_step``)."""
+    model = copy.deepcopy(model).to(device, memory_format=memory_format)
     x = torch.randn(batch, getattr(model, "in_chans", 3), input_size, input_size, device=device)
-    x = x.contiguous(memory_format=memory_format)
-    y = torch.randint(0, getattr(model, "num_classes", 10), (batch,), device=device)
-
-    def step() -> object:
-        optimizer.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return step
+    return training_step(model, x.contiguous(memory_format=memory_format), amp)
 
 
 def run_benchmark(
@@ -93,6 +86,7 @@ def run_benchmark(
     device: str = "cpu",
     train: bool = False,
     train_batch: int = 128,
+    train_amp: str | None = "auto",
     min_time: float = 2.0,
     log: Callable[[str], None] = lambda msg: None,
 ) -> list[BenchResult]:
@@ -100,6 +94,8 @@ def run_benchmark(
 
     Batch 1 gives the latency (median and p90 of at least ``min_time`` seconds per backend); each
     larger batch size gives a throughput. Backends that are not installed are reported, not raised.
+    The training step runs under ``train_amp`` autocast; ``"auto"`` measures which precision is faster here,
+    as ``lightnets train`` does.
     """
     from ..export import load_for_deploy
 
@@ -117,12 +113,12 @@ def run_benchmark(
             size = input_size or info.input_size
             log(f"{name}: {', '.join(backends)} at {size}x{size}")
             results += _bench_model(model, replace(info, input_size=size), backends, sorted(set(batch_sizes)),
-                                    device, train, train_batch, min_time)
+                                    device, train, train_batch, train_amp, min_time)
     return results
 
 
 def _bench_model(model: nn.Module, info: DeployInfo, backends: list[str], batch_sizes: list[int], device: str,
-                 train: bool, train_batch: int, min_time: float) -> list[BenchResult]:
+                 train: bool, train_batch: int, train_amp: str | None, min_time: float) -> list[BenchResult]:
     from ..export import export_onnx, top1_agreement
 
     size = info.input_size
@@ -158,7 +154,7 @@ def _bench_model(model: nn.Module, info: DeployInfo, backends: list[str], batch_
             _time(model, info, runners, results, batch_sizes, device, min_time)
         if train:
             _time_training(model, [b for b in TRAINABLE if b in runners], results, train_batch, size, device,
-                           min_time)
+                           train_amp, min_time)
     return list(results.values())
 
 
@@ -180,11 +176,14 @@ def _time(model: nn.Module, info: DeployInfo, runners: dict[str, Callable], resu
 
 
 def _time_training(model: nn.Module, backends: list[str], results: dict[str, BenchResult], batch: int, size: int,
-                   device: str, min_time: float) -> None:
+                   device: str, amp: str | None, min_time: float) -> None:
     if not backends:
         return
+    if amp == AUTO:
+        amp = probe_speed(model, (model.in_chans, size, size), batch, device, channels_last=True,
+                          threads=torch.get_num_threads() if torch.device(device).type == "cpu" else None).amp
     formats = {"eager": torch.contiguous_format, "channels_last": torch.channels_last}
-    steps = {b: train_step(model, batch, size, device, formats[b]) for b in backends}
+    steps = {b: train_step(model, batch, size, device, formats[b], amp) for b in backends}
     sync = synchronizer(device)
     if len(steps) == 1:  # nothing to interleave with; a training step is slow, so spend few on warm-up
         timings = {b: time_fn(step, min_time, warmup=1, min_runs=3, sync=sync) for b, step in steps.items()}
@@ -193,6 +192,7 @@ def _time_training(model: nn.Module, backends: list[str], results: dict[str, Ben
     for b, timing in timings.items():
         results[b].train_img_s = timing.per_second(batch)
         results[b].train_epoch_s = CIFAR10_TRAIN_IMAGES / results[b].train_img_s
+        results[b].train_amp = amp
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -218,6 +218,7 @@ def result_rows(results: Sequence[BenchResult]) -> list[dict[str, str]]:
         row["max diff"] = _num(r.max_abs_diff, ".1e")
         row["top-1 agree"] = "-" if r.top1_agree is None else f"{100 * r.top1_agree:.0f}%"
         row["train img/s"] = _num(r.train_img_s, ".0f")
+        row["train amp"] = "-" if r.train_img_s is None else r.train_amp or "fp32"
         row["epoch s"] = _num(r.train_epoch_s, ".0f")
         row["acc %"] = _num(None if r.accuracy is None else 100 * r.accuracy, ".2f")
         row["status"] = r.status

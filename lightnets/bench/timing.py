@@ -9,14 +9,12 @@ even when the absolute figures drift.
 from __future__ import annotations
 
 import importlib.util
-import platform
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -165,13 +163,3 @@ def thread_count(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one), for saying where a timing was taken."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()

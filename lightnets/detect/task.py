@@ -75,16 +75,19 @@ class DetectionTask:
     its detached parts ``heatmap``, ``size``, ``offset`` and per-stack ``stack{i}``).
 
     Targets are built for the model's output size and stride, so any input size works; the loss is computed
-    in float32 even under autocast.
+    in float32 even under autocast. ``channels_last`` feeds the images in that layout (the model's, chosen by
+    the speed probe).
     """
 
     size_weight: float = 0.1
     offset_weight: float = 1.0
     min_overlap: float = 0.7
+    channels_last: bool = False
 
     def __call__(self, model: nn.Module, batch: DetectionBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         detector = _unwrap(model)
-        outputs = [{name: value.float() for name, value in out.items()} for out in model(batch.images)]
+        images = batch.images.contiguous(memory_format=torch.channels_last) if self.channels_last else batch.images
+        outputs = [{name: value.float() for name, value in out.items()} for out in model(images)]
         targets = build_targets(batch.boxes, batch.labels, batch.batch_index, batch_size=len(batch.images),
                                 num_classes=detector.num_classes, output_size=tuple(outputs[0]["heatmap"].shape[-2:]),
                                 stride=detector.output_stride, min_overlap=self.min_overlap)

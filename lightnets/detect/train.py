@@ -22,6 +22,7 @@ import torch
 
 from .. import __version__
 from ..bench import count
+from ..bench.probe import SpeedChoice
 from ..bench.timing import Timing, thread_count, time_interleaved
 from ..data import decode_image
 from ..errors import LightnetsError
@@ -30,6 +31,7 @@ from ..train.classify import image_files, init_distributed, pick_device, prepare
 from ..train.loop import LoopConfig, fit, rank_and_world
 from ..train.plots import plot_curves
 from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
+from ..train.speed import settle_speed
 from .data import DetectionCache, DetectionDataset, read_detection_data
 from .decode import Detections, decode
 from .draw import draw_detections
@@ -83,6 +85,7 @@ def train_detector(
     exist_ok: bool = False,
     resume: str | Path | None = None,
     device: str | None = None,
+    threads: int | None = None,
     progress: bool = True,
     **overrides: Any,
 ) -> DetectTrainResult:
@@ -93,8 +96,10 @@ def train_detector(
     the device;
     ``repeat`` passes over the pages per epoch; ``top_k`` bounds detections per image in evaluation (raise it for
     dense pages). The monitored metric is ``val_map50`` when a COCO evaluator is installed, else ``val_f1``.
-    ``resume`` continues the run in that folder with the configuration it was started with.
+    ``resume`` continues the run in that folder with the configuration it was started with. Precision, layout
+    and CPU threads not given are measured on this machine first (``lightnets.train.speed``).
     """
+    recorded = None
     if resume is not None:
         run_dir = Path(resume)
         cfg, rec = resume_config(run_dir, **overrides)
@@ -102,6 +107,7 @@ def train_detector(
         backbone, class_agnostic, input_size = cfg["backbone"], cfg["class_agnostic"], cfg["input_size"]
         stacks, detector_args, repeat, top_k = cfg["stacks"], cfg["detector_args"], cfg["repeat"], cfg["top_k"]
         augment = DetectionAugment(**cfg["augment"]) if cfg["augment"] else None
+        recorded = cfg.get("speed")
     elif data is None:
         raise LightnetsError("give the training data (a COCO or Kuzushiji directory or archive), or resume a run")
     else:
@@ -118,7 +124,26 @@ def train_detector(
         if val_set.class_names != train_set.class_names:
             raise LightnetsError("the validation data has other classes than the training data: "
                                  f"{val_set.class_names[:10]} against {train_set.class_names[:10]}")
-    model = create_detector(backbone, len(dataset.class_names), stacks=stacks, **(detector_args or {})).to(dev)
+    model = create_detector(backbone, len(dataset.class_names), stacks=stacks, **(detector_args or {}))
+    cache_key = {"detector": backbone, "classes": len(dataset.class_names), "stacks": stacks,
+                 "detector_args": detector_args or {}}
+    rec, speed = settle_speed(model, rec, (3, input_size, input_size), dev, threads=threads, cache_key=cache_key,
+                              recorded=recorded, progress=progress)
+    with thread_count(speed.threads):
+        return _train_detector(model, rec, speed, dev, dataset, train_set, val_set, val_data, val_split, backbone,
+                               stacks, detector_args, class_agnostic, input_size, augment, repeat, top_k, out,
+                               exist_ok, resume, progress)
+
+
+def _train_detector(model: CenterNet, rec: Recipe, speed: SpeedChoice, dev: torch.device,
+                    dataset: DetectionDataset, train_set: DetectionDataset, val_set: DetectionDataset,
+                    val_data: Any, val_split: float, backbone: str, stacks: int, detector_args: dict[str, Any] | None,
+                    class_agnostic: bool, input_size: int, augment: DetectionAugment | None, repeat: int, top_k: int,
+                    out: str | Path | None, exist_ok: bool, resume: str | Path | None, progress: bool
+                    ) -> DetectTrainResult:
+    """``train_detector`` once the data, the model and the speed are settled (under the chosen thread count)."""
+    rank, world = rank_and_world()
+    model = model.to(dev, memory_format=torch.channels_last if rec.channels_last else torch.contiguous_format)
     train_cache = DetectionCache(train_set, input_size, progress=progress and rank == 0)
     val_cache = DetectionCache(val_set, input_size, progress=progress and rank == 0).to(dev)
     monitor = "val_map50" if coco_map_available() else "val_f1"
@@ -128,9 +153,11 @@ def train_detector(
               "recipe": rec.to_dict(), "augment": dataclasses.asdict(augment) if augment else None,
               "repeat": repeat, "top_k": top_k, "classes": dataset.class_names, "monitor": monitor,
               "train_images": len(train_set), "val_images": len(val_set), "skipped": dataset.skipped,
-              "device": str(dev), "world_size": world, "threads": torch.get_num_threads(),
+              "device": str(dev), "world_size": world, "threads": torch.get_num_threads(), "speed": speed.to_dict(),
               "torch": torch.__version__, "lightnets": __version__}
-    if resume is None:
+    if resume is not None:
+        run_dir = Path(resume)
+    else:
         run_dir = prepare_run_dir(out, f"detect-{backbone}", exist_ok) if rank == 0 else Path(out or "")
         config["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
         if rank == 0:
@@ -145,10 +172,12 @@ def train_detector(
     meta = {"task": "detection", "detector": model.config, "classes": dataset.class_names,
             "class_agnostic": class_agnostic, "input_size": input_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
             "letterbox": "centered, mean-colour padding", "top_k": top_k, "recipe": rec.to_dict(),
+            "speed": speed.to_dict(),
             "data": config["data"]}
     loop = LoopConfig(epochs=rec.epochs, amp=rec.amp, ema=rec.ema, grad_clip=rec.grad_clip, monitor=monitor,
                       seed=rec.seed, time_budget=rec.budget_min * 60 if rec.budget_min else None, progress=progress)
-    history = fit(model, DetectionTask(), batches, make_optimizer(model, rec), make_schedule(rec), loop, run_dir,
+    task = DetectionTask(channels_last=bool(rec.channels_last))
+    history = fit(model, task, batches, make_optimizer(model, rec), make_schedule(rec), loop, run_dir,
                   evaluate=evaluate_epoch, meta=meta, resume=resume is not None)
     weights, _ = load_checkpoint(run_dir / "last")
     model.load_state_dict(weights)

@@ -36,7 +36,6 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..bench import thread_count
 from ..data import Dataset, load_data
 from ..errors import LightnetsError
 from ..models import create_model
@@ -46,7 +45,7 @@ from ..train.checkpoint import checkpoint_paths, restore_model
 from ..train.classify import prepare_run_dir
 from .bisection import bisect_threshold
 from .latency import check_clock, device_description, table_latency
-from .proxy import ProxyBudget, proxy_data, proxy_train
+from .proxy import ProxyBudget, proxy_data, proxy_speed, proxy_train
 from .prune import forbidden_width, narrower, prunable_widths, prune, removable
 from .run import check_resumable, default_table_path
 from .space import SPACES, SearchSpace
@@ -226,6 +225,8 @@ def adapt(checkpoint: str | Path, target_ms: float, data: str | Path | Dataset |
     log(f"adapt: {name} from {source_ms:.3f} ms to {target_ms} ms (predicted, {table_path}); folder {run_dir}")
 
     current_ms = latency(model.arch)
+    speed = proxy_speed(tune_data, name, {"arch": model.arch.to_dict()}, short, device=device, threads=threads,
+                        log=log) if current_ms > target_ms else None
     while current_ms > target_ms:
         iteration, start = len(records) + 1, time.perf_counter()
         reduction = min(current_ms * step * decay ** (iteration - 1), current_ms - target_ms)
@@ -243,7 +244,7 @@ def adapt(checkpoint: str | Path, target_ms: float, data: str | Path | Dataset |
             pruned = prune(model, layer, channels)
             setup = StartFrom(pruned.state_dict(), meta["mean"], meta["std"], str(path))
             accuracy, tuned = proxy_train(tune_data, name, {"arch": pruned.arch.to_dict()}, short, setup=setup,
-                                          device=device, threads=threads)
+                                          device=device, threads=threads, speed=speed)
             width = prunable_widths(model.arch)[layer]
             record = {"layer": layer, "channels": [width, channels], "latency_ms": ms, "accuracy": accuracy}
             tried.append(record)
@@ -271,10 +272,9 @@ def adapt(checkpoint: str | Path, target_ms: float, data: str | Path | Dataset |
         test_top1 = None
         if finetune["epochs"]:
             folder, setup = run_dir / FOLDER, StartFrom(model.state_dict(), meta["mean"], meta["std"], str(path))
-            with thread_count(threads):
-                result = train(name, dataset, "fast", out=folder, exist_ok=True, device=device, progress=progress,
-                               resume=folder if (folder / "state.safetensors").exists() else None,
-                               model_args={"arch": model.arch.to_dict()}, setup=setup, **finetune)
+            result = train(name, dataset, "fast", out=folder, exist_ok=True, device=device, progress=progress,
+                           resume=folder if (folder / "state.safetensors").exists() else None, threads=threads,
+                           model_args={"arch": model.arch.to_dict()}, setup=setup, **finetune)
             model.load_state_dict(load_checkpoint(folder / "last")[0])
             test_top1 = result.test.top1
         save_checkpoint(run_dir / ADAPTED, model.state_dict(),

@@ -2,8 +2,8 @@
 
 MnasNet trained each candidate for 5 epochs on ImageNet; here, on a CPU, the default budget
 (``ProxyBudget``) is 4 epochs over 2,000 training images (200 per class) at 32x32 with AdamW, judged on 500
-further images held out of the training split, so the test split never steers the search. Measured on this
-repository's 2-core machine (1 thread, bf16, built-in sample): the MobileNetV3-Large-like member took 109
+further images held out of the training split, so the test split never steers the search. Measured on a
+2-core AMD EPYC with bf16 instructions (1 thread, bf16, built-in sample): the MobileNetV3-Large-like member took 109
 CPU-seconds at width 1.0 and 59 at width 0.5, and both reached about 37% (chance: 10%; SGD at the same
 budget reached 26% at width 0.5). So a search of 30 candidates costs about half an hour of CPU. At this
 budget the proxy separates poor from reasonable networks more than it ranks good ones (the two widths
@@ -22,12 +22,15 @@ from typing import Any
 import torch
 
 from ..bench import thread_count
+from ..bench.probe import choose_speed
 from ..data import Dataset, Split, load_data
 from ..data.dataset import class_balanced
 from ..data.sources import resize_split
 from ..errors import LightnetsError
+from ..models import create_model
 from ..models.mnas_space import Arch
 from ..train import RunSetup, load_checkpoint, train
+from ..train.classify import pick_device
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class ProxyBudget:
         return self.train_images // self.batch_size * self.epochs
 
     def recipe_overrides(self) -> dict[str, object]:
-        """The ``fast`` recipe (one-cycle, label smoothing, bf16) with this optimizer, a half-epoch warm-up, no TTA."""
+        """The ``fast`` recipe (one-cycle, label smoothing) with this optimizer, a half-epoch warm-up, no TTA."""
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "wd": self.wd, "opt": self.opt,
                 "warmup": 0.5 if self.epochs > 1 else 0.0, "tta": False, "seed": self.seed}
 
@@ -79,20 +82,36 @@ def proxy_data(source: str | Path | Dataset, budget: ProxyBudget, image_size: in
     return Dataset(subset(train_idx), subset(val_idx), data.classes, f"{data.source} (proxy subset)")
 
 
+def proxy_speed(data: Dataset, model: str, model_args: dict[str, Any], budget: ProxyBudget, *,
+                device: str | None = None, threads: int | None = 1,
+                log: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """The precision and layout every candidate of one search trains with (so that all are compared alike):
+    measured once on ``model`` built with ``model_args`` (the space's reference member, the base network) at the
+    proxy's batch and ``threads``, as ``lightnets train`` measures them; returned as recipe overrides."""
+    net = create_model(model, num_classes=len(data.classes), **model_args)
+    choice = choose_speed(net, (3, *data.image_size), budget.batch_size, pick_device(device), threads=threads,
+                          cache_key={"model": model, "model_args": model_args, "num_classes": len(data.classes)})
+    log(f"proxy training speed, {choice.line()}")
+    return {"amp": choice.amp or "none", "channels_last": choice.channels_last}
+
+
 def proxy_train(data: Dataset, model: str, model_args: dict[str, Any], budget: ProxyBudget, *,
-                setup: RunSetup | None = None, device: str | None = None, threads: int | None = 1
-                ) -> tuple[float, dict[str, torch.Tensor]]:
+                setup: RunSetup | None = None, device: str | None = None, threads: int | None = 1,
+                speed: dict[str, Any] | None = None) -> tuple[float, dict[str, torch.Tensor]]:
     """Top-1 (0..1) on ``data``'s held-out images and the last weights of the registered ``model`` built
     with ``model_args`` and trained on ``data`` with ``budget`` through ``lightnets.train.train`` (in a
-    temporary folder); ``setup`` as for ``train`` (NetAdapt's short fine-tunes start from given weights)."""
+    temporary folder); ``setup`` as for ``train`` (NetAdapt's short fine-tunes start from given weights);
+    ``speed`` (from ``proxy_speed``) fixes precision and layout, else each training measures its own."""
     with tempfile.TemporaryDirectory() as tmp, thread_count(threads):
         result = train(model, data, "fast", out=tmp, exist_ok=True, device=device, progress=False,
-                       model_args=model_args, setup=setup, **budget.recipe_overrides())
+                       model_args=model_args, setup=setup, threads=threads,
+                       **(budget.recipe_overrides() | (speed or {})))
         weights, _ = load_checkpoint(Path(tmp) / "last")
     return result.test.top1 / 100, weights
 
 
 def proxy_accuracy(data: Dataset, model: str, budget: ProxyBudget, *, device: str | None = None,
-                   threads: int | None = 1) -> Callable[[Arch], float]:
+                   threads: int | None = 1, speed: dict[str, Any] | None = None) -> Callable[[Arch], float]:
     """A function training one architecture (registered family ``model``) with ``proxy_train``."""
-    return lambda arch: proxy_train(data, model, {"arch": arch.to_dict()}, budget, device=device, threads=threads)[0]
+    return lambda arch: proxy_train(data, model, {"arch": arch.to_dict()}, budget, device=device, threads=threads,
+                                    speed=speed)[0]

@@ -33,7 +33,7 @@ from .latency import (
     space_layers,
     table_latency,
 )
-from .proxy import ProxyBudget, proxy_accuracy, proxy_data
+from .proxy import ProxyBudget, proxy_accuracy, proxy_data, proxy_speed
 from .space import SearchSpace, get_space
 
 LOG, BEST, PLOT = "candidates.jsonl", "best_arch.json", "pareto.png"
@@ -163,7 +163,10 @@ def search(space: str | SearchSpace = "mobilenetv3_cifar", data: str | Path | Da
     known = _resumable(out, same) if resume else {}
     proxy = accuracy is None
     if proxy:  # the data first, so a bad source leaves no folder behind
-        accuracy = proxy_accuracy(proxy_data(data, budget, size), space.model, budget, device=device, threads=threads)
+        subset = proxy_data(data, budget, size)
+        speed = proxy_speed(subset, space.model, {"arch": space.reference().to_dict()}, budget, device=device,
+                            threads=threads, log=log)
+        accuracy = proxy_accuracy(subset, space.model, budget, device=device, threads=threads, speed=speed)
     run_dir = prepare_run_dir(out, space.name, exist_ok or resume, kind="search")
     table_path = Path(table) if table else default_table_path(space, size, device, threads, clock)
     latency = table_latency(table_path, size, space.num_classes, device=device, threads=threads, min_time=min_time,

@@ -46,7 +46,7 @@ from ..report import format_markdown
 from ..train.classify import prepare_run_dir
 from .bisection import bisect_threshold
 from .latency import check_clock, device_description, measure, measure_side_by_side
-from .proxy import ProxyBudget, proxy_data, proxy_train
+from .proxy import ProxyBudget, proxy_data, proxy_speed, proxy_train
 from .run import check_resumable
 
 LOG, TABLE = "grid.jsonl", "comparison.md"
@@ -151,10 +151,15 @@ def compound_scaling(data: str | Path | Dataset = "sample", *, model: str = "eff
                                                             grid_limit, "seed": seed, "min_time": min_time,
                                                             "lightnets": __version__}, indent=2))
 
+    speed: dict[str, Any] = {}
+
     def train_accuracy(args: dict[str, float], side: int) -> float:
         if side not in datasets:
             datasets[side] = proxy_data(dataset, budget, side)
-        return proxy_train(datasets[side], model, args, budget, device=device, threads=threads)[0]
+        if not speed:  # measured once, on the base network, so that every grid point trains alike
+            speed.update(proxy_speed(datasets[size], model, {"width_mult": base_width, "depth_mult": base_depth},
+                                     budget, device=device, threads=threads, log=log))
+        return proxy_train(datasets[side], model, args, budget, device=device, threads=threads, speed=speed)[0]
 
     score = accuracy or train_accuracy
     counted: dict[Coefficients, int] = {}

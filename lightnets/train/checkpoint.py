@@ -10,7 +10,6 @@ one rename commits all of it at once.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from .._io import replace_atomically
 from ..errors import LightnetsError
 
 FORMAT = "lightnets-checkpoint"
-
-
-def _replace_atomically(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -41,9 +31,9 @@ def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def save_checkpoint(stem: Path, weights: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write ``stem.safetensors`` and ``stem.json`` (weights first, so the json never names missing weights)."""
     stem = Path(stem)
-    _replace_atomically(stem.with_suffix(".safetensors"), lambda p: save_file(_plain(weights), str(p)))
+    replace_atomically(stem.with_suffix(".safetensors"), lambda p: save_file(_plain(weights), str(p)))
     text = json.dumps({"format": FORMAT, **meta}, indent=2, default=str)
-    _replace_atomically(stem.with_suffix(".json"), lambda p: p.write_text(text))
+    replace_atomically(stem.with_suffix(".json"), lambda p: p.write_text(text))
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
@@ -74,7 +64,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 def save_state(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     """Training state for exact resume: tensors plus JSON counters in one atomically written file."""
-    _replace_atomically(Path(path), lambda p: save_file(_plain(tensors), str(p), metadata={"info": json.dumps(info)}))
+    replace_atomically(Path(path), lambda p: save_file(_plain(tensors), str(p), metadata={"info": json.dumps(info)}))
 
 
 def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
+from ..bench.probe import SpeedChoice
+from ..bench.timing import thread_count
 from ..data import Augment, Dataset, ImageBatches, Split, decode_image, eval_batches, load_data
 from ..data.dataset import subset
 from ..data.folder import IMAGE_EXTENSIONS
@@ -31,6 +33,7 @@ from .checkpoint import load_checkpoint, restore_model
 from .loop import LoopConfig, Task, fit, rank_and_world
 from .plots import plot_confusion, plot_curves
 from .recipes import Recipe, get_recipe, make_optimizer, make_schedule
+from .speed import settle_speed
 
 
 class ClassificationTask:
@@ -234,7 +237,7 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
           resume: str | Path | None = None, image_size: int | None = None, val_split: float | None = None,
           train_subset: int | None = None, strict: bool = False, device: str | None = None,
           model_args: dict[str, Any] | None = None, progress: bool = True, setup: RunSetup | None = None,
-          **overrides: Any) -> TrainResult:
+          threads: int | None = None, **overrides: Any) -> TrainResult:
     """Train a registered model on a data source and evaluate it; returns the run's history and final test result.
 
     ``recipe`` is a name from ``RECIPES`` or a ``Recipe``; keyword ``overrides`` replace its fields
@@ -243,9 +246,11 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
     split, class-balanced and seeded by the recipe's seed (the test split stays whole). Under ``torchrun``
     the run uses DistributedDataParallel with ``batch_size`` as the global batch. ``setup`` changes how the
     model starts and learns (``lightnets.distill`` and ``lightnets.specialists`` pass theirs); the default is
-    plain training.
+    plain training. The recipe's ``amp`` and ``channels_last`` and the CPU ``threads`` are measured on this machine
+    unless given (see ``lightnets.train.speed``); the line saying what was chosen is printed with ``progress``.
     """
     setup = setup or RunSetup()
+    recorded = None
     if resume is not None:
         run_dir = Path(resume)
         cfg, rec = resume_config(run_dir, **overrides)
@@ -255,6 +260,7 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
         model, data, image_size, val_split = cfg["model"], cfg["data"], cfg["image_size"], cfg["val_split"]
         train_subset = cfg.get("train_subset")
         model_args = cfg["model_args"]
+        recorded = cfg.get("speed")
     else:
         rec = get_recipe(recipe, **overrides)
     entry = model_info(model)
@@ -267,6 +273,21 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
     if train_subset is not None:
         dataset = replace(dataset, train=subset(dataset.train, train_subset, rec.seed))
     net = create_model(model, num_classes=len(dataset.classes), **(model_args or {}))
+    cache_key = {"model": model, "model_args": model_args or {}, "num_classes": len(dataset.classes),
+                 "compile": rec.compile}
+    rec, speed = settle_speed(net, rec, (3, *dataset.image_size), dev, threads=threads, cache_key=cache_key,
+                              recorded=recorded, progress=progress)
+    with thread_count(speed.threads):
+        return _train(net, dataset, rec, speed, setup, dev, model, model_args, image_size, val_split, train_subset,
+                      out, exist_ok, resume, progress)
+
+
+def _train(net: nn.Module, dataset: Dataset, rec: Recipe, speed: SpeedChoice, setup: RunSetup, dev: torch.device,
+           model: str, model_args: dict[str, Any] | None, image_size: int, val_split: float | None,
+           train_subset: int | None, out: str | Path | None, exist_ok: bool, resume: str | Path | None,
+           progress: bool) -> TrainResult:
+    """``train`` once the data, the model and the speed are settled (run under the chosen thread count)."""
+    rank, world = rank_and_world()
     net = net.to(dev, memory_format=torch.channels_last if rec.channels_last else torch.contiguous_format)
     mean, std = setup.normalisation(dataset)
     task = setup.build(net, dataset, rec, mean, std, dev)
@@ -277,9 +298,11 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
               "train_subset": train_subset, "recipe": rec.to_dict(),
               "classes": dataset.classes, "mean": mean, "std": std,
               "train_images": len(dataset.train), "test_images": len(dataset.test), "skipped": len(dataset.skipped),
-              "device": str(dev), "world_size": world, "threads": torch.get_num_threads(),
+              "device": str(dev), "world_size": world, "threads": torch.get_num_threads(), "speed": speed.to_dict(),
               "torch": torch.__version__, "lightnets": __version__}
-    if resume is None:
+    if resume is not None:
+        run_dir = Path(resume)
+    else:
         run_dir = prepare_run_dir(out, model, exist_ok, setup.kind) if rank == 0 else Path(out or "")
         config["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
         if rank == 0:
@@ -301,7 +324,7 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
 
     meta = {"model": model, "model_args": model_args or {}, "num_classes": len(dataset.classes),
             "classes": dataset.classes, "image_size": image_size, "mean": mean, "std": std,
-            "recipe": rec.to_dict(), "data": str(dataset.source), **record}
+            "recipe": rec.to_dict(), "speed": speed.to_dict(), "data": str(dataset.source), **record}
     loop = LoopConfig(epochs=rec.epochs, amp=rec.amp, ema=rec.ema, grad_clip=rec.grad_clip, seed=rec.seed,
                       time_budget=rec.budget_min * 60 if rec.budget_min else None, progress=progress)
     history = fit(net, task, batches, make_optimizer(net, rec), make_schedule(rec), loop, run_dir,

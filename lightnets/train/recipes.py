@@ -18,7 +18,8 @@ from ..errors import LightnetsError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "onecycle", "step", "constant")
-AMP = (None, "bf16", "fp16")
+AMP = ("auto", None, "bf16", "fp16")
+LAYOUTS = ("auto", True, False)
 
 
 @dataclass
@@ -29,8 +30,9 @@ class Recipe:
     process's CPU time per thread) ends the run early, the schedule completed over the time instead
     of the epochs. ``wd`` follows PyTorch's
     convention (the gradient gains ``wd * w``; for ``adam`` it is the coupled L2 term, for ``adamw``
-    and ``sgd`` the usual decay). ``amp`` is None, ``"bf16"`` or ``"fp16"`` (CUDA). ``tta`` averages
-    the logits of each test image and its mirror.
+    and ``sgd`` the usual decay). ``amp`` is ``"auto"`` (measured on this machine, see ``lightnets.bench.probe``), None
+    (fp32), ``"bf16"`` or ``"fp16"`` (CUDA); ``channels_last`` is ``"auto"``, True or False. A run records the
+    values it settled on in place of ``"auto"``. ``tta`` averages the logits of each test image and its mirror.
     """
 
     epochs: int = 30
@@ -48,8 +50,8 @@ class Recipe:
     flip: bool = True
     cutout: int = 0
     rrc_scale: tuple[float, float] | None = None
-    amp: str | None = None
-    channels_last: bool = True
+    amp: str | None = "auto"
+    channels_last: bool | str = "auto"
     compile: bool = False
     tta: bool = False
     budget_min: float | None = None
@@ -78,7 +80,8 @@ class Recipe:
             (0 <= self.warmup < self.epochs, f"warmup must be in [0, epochs={self.epochs}), got {self.warmup}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.ema < 1, f"EMA decay must be in [0, 1), got {self.ema}"),
-            (self.amp in AMP, f"amp must be one of none, bf16, fp16; got {self.amp!r}"),
+            (self.amp in AMP, f"amp must be one of auto, none, bf16, fp16; got {self.amp!r}"),
+            (self.channels_last in LAYOUTS, f"channels_last must be auto, True or False; got {self.channels_last!r}"),
             (self.cutout >= 0 and self.crop_pad >= 0, "cutout and crop padding must be >= 0"),
             (self.budget_min is None or self.budget_min > 0, f"time budget must be > 0 minutes, got {self.budget_min}"),
         ]
@@ -99,7 +102,7 @@ RECIPES: dict[str, Recipe] = {
     "source_wd": Recipe(epochs=100, batch_size=128, opt="adam", lr=1e-3, wd=1e-3, schedule="constant"),
     # Accuracy per CPU minute: the recipe of the budgeted CIFAR-10 runs in docs/TRAINING.md.
     "fast": Recipe(epochs=30, batch_size=256, opt="sgd", lr=0.2, momentum=0.9, wd=5e-4, schedule="onecycle",
-                   warmup=2, label_smoothing=0.1, amp="bf16", tta=True),
+                   warmup=2, label_smoothing=0.1, tta=True),
 }
 
 
