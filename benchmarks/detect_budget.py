@@ -17,8 +17,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from lightnets import count_params
 from lightnets.detect import (
     DETECTION_RECIPE,
@@ -94,7 +92,6 @@ def main() -> None:
     args = parser.parse_args()
     if not args.report_only and not coco_map_available():
         parser.error('mAP needs faster-coco-eval or pycocotools: pip install "lightnets[detect]"')
-    torch.set_num_threads(args.threads)
     char_sizes = tuple(int(v) for v in args.char_sizes.split(","))
     if not args.report_only:
         root = Path(f"{args.out}-pages")
@@ -108,6 +105,7 @@ def main() -> None:
                            input_size=args.input_size, stacks=stacks, recipe=DETECTION_RECIPE,
                            augment=None if args.no_augment else DetectionAugment(), repeat=args.repeat,
                            top_k=args.top_k, out=run_dir, progress=False, budget_min=args.budget_min,
+                           threads=args.threads,
                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
         rows.append(row(run_dir))
         print(format_table(rows[-1:]), flush=True)

@@ -13,8 +13,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from lightnets import count_params, create_model, train
 from lightnets.report import format_markdown, format_table
 
@@ -43,16 +41,16 @@ def main() -> None:
     parser.add_argument("--models", default="vovnet27_slim_cifar")
     parser.add_argument("--data", default="/work/shared/datasets/cifar10-png.tar.gz")
     parser.add_argument("--budget-min", type=float, default=60.0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: measured, as train's)")
     parser.add_argument("--out", default="runs/cifar-budget", help="run folders go to OUT-MODEL")
     parser.add_argument("--report-only", action="store_true", help="only read existing run folders")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     rows = []
     for name in args.models.split(","):
         run_dir = Path(f"{args.out}-{name}")
         if not args.report_only:
-            train(name, args.data, "fast", budget_min=args.budget_min, out=run_dir, progress=False)
+            train(name, args.data, "fast", budget_min=args.budget_min, out=run_dir, progress=False,
+                  threads=args.threads)
         rows.append(row(run_dir))
         print(format_table(rows[-1:]), flush=True)
     print(format_markdown(rows))

@@ -66,13 +66,26 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if not models:
         raise LightnetsError("give --models NAME,... (or checkpoints), --checkpoint PATH or --preset source")
     train = args.train_step or args.preset == "source"
+    backends = args.backends
+    if "auto" in backends:  # every backend that runs here, the fastest named at the end
+        from .bench import BACKENDS, backend_missing
+
+        usable = [b for b in BACKENDS if b != "compile" and backend_missing(b, args.device) is None]
+        at = backends.index("auto")
+        backends = list(dict.fromkeys(backends[:at] + usable + backends[at + 1:]))
     results = run_benchmark(
-        models, input_size=args.input_size, batch_sizes=args.batch_sizes, backends=args.backends,
+        models, input_size=args.input_size, batch_sizes=args.batch_sizes, backends=backends,
         threads=args.threads, device=args.device, train=train, train_batch=args.train_batch,
         train_amp=None if args.train_amp == "none" else args.train_amp,
         min_time=args.min_time, log=lambda msg: print(msg, file=sys.stderr),
     )
     print(format_table(source_rows(results) if args.preset == "source" else result_rows(results)))
+    if "auto" in args.backends:
+        for model in dict.fromkeys(r.model for r in results):
+            timed = [r for r in results if r.model == model and r.latency_ms is not None]
+            if timed:
+                best = min(timed, key=lambda r: r.latency_ms)
+                print(f"fastest here for {model} at batch 1: {best.backend} ({best.latency_ms:.2f} ms)")
     for path in args.out:
         print(f"wrote {write_results(results, path)}")
     if args.plot:
@@ -553,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=_csv(int, "integers"), default=[1, 32],
                    help="batch 1 gives latency, larger ones throughput (default 1,32)")
     p.add_argument("--backends", type=_csv(str, "backend names"), default=["eager"],
-                   help=f"comma-separated, from {', '.join(BACKENDS)} (default eager)")
+                   help=f"comma-separated, from {', '.join(BACKENDS)}, or auto: every one that runs here, the "
+                        "fastest named (default eager)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--train-step", action="store_true", help="also time a training step (img/s, s per CIFAR epoch)")

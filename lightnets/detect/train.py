@@ -27,7 +27,14 @@ from ..bench.timing import Timing, thread_count, time_interleaved
 from ..data import decode_image
 from ..errors import LightnetsError
 from ..train.checkpoint import load_checkpoint, restore_model
-from ..train.classify import image_files, init_distributed, pick_device, prepare_run_dir, resume_config
+from ..train.classify import (
+    image_files,
+    init_distributed,
+    pick_device,
+    prepare_run_dir,
+    refuse_existing,
+    resume_config,
+)
 from ..train.loop import LoopConfig, fit, rank_and_world
 from ..train.plots import plot_curves
 from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
@@ -112,6 +119,7 @@ def train_detector(
         raise LightnetsError("give the training data (a COCO or Kuzushiji directory or archive), or resume a run")
     else:
         rec = get_recipe(recipe, **overrides)
+        refuse_existing(out, exist_ok)
     dev = pick_device(device)
     init_distributed(dev)
     rank, world = rank_and_world()

@@ -154,14 +154,19 @@ def prepare_run_dir(out: str | Path | None, model: str, exist_ok: bool, kind: st
             out = base.with_name(f"{model}-{i}")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        if not exist_ok:
-            raise LightnetsError(f"run folder {out} already exists and is not empty; choose another --out, "
-                                 "pass --exist-ok to overwrite it, or --resume it")
+        refuse_existing(out, exist_ok)
         for name in ("metrics.jsonl", "config.json", "state.safetensors", "best.safetensors", "best.json",
                      "last.safetensors", "last.json", "curves.png", "confusion.png", "confusion.txt"):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def refuse_existing(out: str | Path | None, exist_ok: bool) -> None:
+    """Refuse a run folder that exists and holds files, unless ``exist_ok`` (checked before any slow work)."""
+    if out is not None and not exist_ok and Path(out).is_dir() and any(Path(out).iterdir()):
+        raise LightnetsError(f"run folder {out} already exists and is not empty; choose another --out, "
+                             "pass --exist-ok to overwrite it, or --resume it")
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
@@ -263,6 +268,7 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
         recorded = cfg.get("speed")
     else:
         rec = get_recipe(recipe, **overrides)
+        refuse_existing(out, exist_ok)
     entry = model_info(model)
     image_size = image_size or entry.input_size
     dev = pick_device(device)
