@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightnets.bench import thread_count  # noqa: E402
 from lightnets.data import Split, load_data  # noqa: E402
-from lightnets.export import OnnxClassifier, export_onnx, load_for_deploy  # noqa: E402
+from lightnets.deploy import OnnxClassifier, export_onnx, load_for_deploy  # noqa: E402
 from lightnets.report import format_markdown, format_table  # noqa: E402
 from lightnets.search import measure_side_by_side  # noqa: E402
 from lightnets.train import load_model  # noqa: E402

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lightnets import count, list_models  # noqa: E402
 from lightnets.bench import matmul_peak_gflops, thread_count, time_interleaved  # noqa: E402
 from lightnets.bench.backends import make_runner, to_numpy  # noqa: E402
-from lightnets.export import export_onnx, load_for_deploy, runtime_missing, top1_agreement  # noqa: E402
+from lightnets.deploy import export_onnx, load_for_deploy, runtime_missing, top1_agreement  # noqa: E402
 from lightnets.report import format_markdown, format_table  # noqa: E402
 
 # (ours, timm's): timm's vovnet39a/57a are the original OSA networks without eSE, as ours are.

@@ -3,23 +3,34 @@ rename, so a crash (or a full disk) never leaves a half-written checkpoint, cach
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+_serial = itertools.count()  # tells apart the temporary files of one process
 
-def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file over ``path``; the temporary file never outlives
-    the call."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block succeeds and removed when
+    it raises, so a failed write never leaves a file a user could mistake for a good one. Makes the parent folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{next(_serial)}")
     try:
-        write(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file over ``path`` (see ``atomic_output``)."""
+    with atomic_output(path) as tmp:
+        write(tmp)
+
+
 def write_text_atomically(path: Path, text: str) -> None:
-    """``path.write_text(text)``, atomically (see ``replace_atomically``); makes the parent folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``path.write_text(text)``, atomically (see ``atomic_output``)."""
     replace_atomically(path, lambda tmp: tmp.write_text(text))

@@ -277,7 +277,7 @@ def test_cli(tmp_path, fake_timer, capsys, monkeypatch):
                                                     "model_args": {"arch": pruned.to_dict()}}))
     given = {}
     monkeypatch.setattr(sys.modules["lightnets.train"], "train", lambda *args, **kwargs: given.update(kwargs))
-    monkeypatch.setattr("lightnets.cli._report_run", lambda result: True)
+    monkeypatch.setattr("lightnets.cli.classify.report_run", lambda result: True)
     assert main(["train", "--model", "mnas_space_cifar", "--arch", str(tmp_path / "arch.json"), "--data", "x"]) == 0
     assert given["model_args"] == {"arch": pruned.to_dict()}
     assert main(["train", "--model", "mnas_space_cifar", "--arch", str(tmp_path / "nowhere.json"),

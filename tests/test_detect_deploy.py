@@ -13,6 +13,8 @@ from torch import nn
 import lightnets.detect.deploy as deploy
 from lightnets import LightnetsError
 from lightnets.cli import main
+from lightnets.data import IMAGENET_MEAN, IMAGENET_STD
+from lightnets.deploy import read_metadata
 from lightnets.detect import (
     OnnxDetector,
     create_detector,
@@ -24,8 +26,6 @@ from lightnets.detect import (
     network_input,
     synthetic_pages,
 )
-from lightnets.detect.transforms import IMAGENET_MEAN, IMAGENET_STD
-from lightnets.export import read_metadata
 from lightnets.train import save_checkpoint
 
 pytest.importorskip("onnx")
@@ -78,7 +78,7 @@ def test_exported_detector_finds_the_boxes_pytorch_finds(checkpoint, page, capsy
 
     meta = read_metadata(run / "best.onnx")
     assert meta["task"] == "detection" and meta["class_names"] == '["a", "b"]' and meta["input_size"] == "96"
-    assert json.loads(meta["mean"]) == IMAGENET_MEAN and json.loads(meta["std"]) == IMAGENET_STD
+    assert json.loads(meta["mean"]) == list(IMAGENET_MEAN) and json.loads(meta["std"]) == list(IMAGENET_STD)
     assert meta["output_stride"] == "4" and meta["top_k"] == "40"
 
     detector = OnnxDetector(run / "best.onnx")

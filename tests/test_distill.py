@@ -17,13 +17,13 @@ from lightnets.data import Dataset, normalize
 from lightnets.errors import LightnetsError
 from lightnets.models import create_model
 from lightnets.train import Distillation, Recipe, save_checkpoint
-from lightnets.train.distillation import SPECIALIST_RECIPE, enriched_split, init_specialist
-from lightnets.train.kd import (
-    TeacherEnsemble,
-    check_same_classes,
+from lightnets.train.distill import TeacherEnsemble, check_same_classes, distillation_loss
+from lightnets.train.specialists import (
+    SPECIALIST_RECIPE,
     combine_with_specialists,
-    distillation_loss,
+    enriched_split,
     group_confused_classes,
+    init_specialist,
     specialist_labels,
 )
 

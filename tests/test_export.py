@@ -10,6 +10,7 @@ from PIL import Image
 from torch import nn
 
 import lightnets
+import lightnets.deploy.onnx as deploy_onnx
 import lightnets.export as ex
 from lightnets import LightnetsError
 from lightnets.cli import main
@@ -67,7 +68,7 @@ def test_export_matches_pytorch_and_carries_metadata(tmp_path):
 
 def test_failed_check_leaves_no_file(tmp_path, monkeypatch):
     model, info = ex.load_for_deploy("mobilenetv3_small_075_cifar")
-    monkeypatch.setattr(ex, "_run_for_check", lambda path, inputs, dynamic: np.full((len(inputs), 10), 1.0))
+    monkeypatch.setattr(deploy_onnx, "_run_for_check", lambda path, inputs, dynamic: np.full((len(inputs), 10), 1.0))
     target = tmp_path / "out" / "m.onnx"
     with pytest.raises(LightnetsError, match="failed the numeric check"):
         ex.export_onnx(model, target, info)

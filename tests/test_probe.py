@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from conftest import write_folder
 from torch import nn
 
 from lightnets import LightnetsError
@@ -135,18 +136,6 @@ def test_choice_is_cached_per_machine_and_a_foreign_entry_is_ignored(monkeypatch
     choose_speed(small_net(), (3, 8, 8), 16, cache_key=key)
 
 
-def write_folder(root):
-    from PIL import Image
-
-    for c, cls in enumerate(["dark", "light"]):
-        for split, n in (("train", 16), ("test", 4)):
-            for i in range(n):
-                path = root / split / cls / f"{i}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.new("RGB", (32, 32), (c * 200 + i, c * 200, 40)).save(path)
-    return root
-
-
 def test_train_records_the_choice_and_resume_reuses_it(tmp_path, monkeypatch, capsys):
     from lightnets.train import train
 
@@ -186,7 +175,7 @@ def test_doctor_lists_the_machine_and_measures(capsys, monkeypatch):
 
 def test_runtime_auto_picks_an_installed_runtime_once(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    from lightnets.export import export_onnx, load_for_deploy
+    from lightnets.deploy import export_onnx, load_for_deploy
 
     model, info = load_for_deploy("mobilenetv1_025_cifar")
     path = export_onnx(model, tmp_path / "m.onnx", info).path

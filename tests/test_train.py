@@ -8,7 +8,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from PIL import Image
+from conftest import write_folder
 from torch import nn
 
 from lightnets import LightnetsError
@@ -199,16 +199,6 @@ def test_schedules_and_weight_decay_groups():
         get_recipe("nope")
     with pytest.raises(LightnetsError, match="learning rate must be > 0"):
         get_recipe("fast", lr=-1.0)
-
-
-def write_folder(root):
-    for c, cls in enumerate(["dark", "light"]):
-        for split, n in (("train", 16), ("test", 4)):
-            for i in range(n):
-                path = root / split / cls / f"{i}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.new("RGB", (32, 32), (c * 200 + i, c * 200, 40)).save(path)
-    return root
 
 
 def test_cli_train_resume_eval_predict(tmp_path, capsys):

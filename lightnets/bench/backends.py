@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..deploy.runtimes import RUNTIMES, runtime_missing, runtime_runner
 from ..errors import LightnetsError
-from ..export import RUNTIMES, runtime_missing, runtime_runner
 
 BACKENDS = ("eager", "channels_last", "compile", *RUNTIMES)
 TRAINABLE = ("eager", "channels_last")  # backends whose training step rate is measured too
@@ -80,7 +80,7 @@ def make_runner(name: str, model: nn.Module, onnx_path: Path | None = None, thre
 
     ``model`` must be in eval mode on its device; it is copied where a backend would change it.
     ONNX backends run the file at ``onnx_path`` (exported with a dynamic batch, see
-    ``lightnets.export.export_onnx``) with ``threads`` threads that do not spin while idle, so they
+    ``lightnets.deploy.export_onnx``) with ``threads`` threads that do not spin while idle, so they
     leave the cores to the backend timed next.
     """
     check_backends([name])

@@ -20,15 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..deploy.runtimes import RUNTIMES
 from ..errors import LightnetsError
-from ..export import RUNTIMES
 from .backends import TRAINABLE, backend_missing, check_backends, make_runner, to_numpy
 from .count import count
 from .probe import AUTO, probe_speed, training_step
 from .timing import synchronizer, thread_count, time_fn, time_interleaved
 
 if TYPE_CHECKING:
-    from ..export import DeployInfo
+    from ..deploy import DeployInfo
 
 CIFAR10_TRAIN_IMAGES = 50_000
 CIFAR10_TEST_IMAGES = 10_000
@@ -97,7 +97,7 @@ def run_benchmark(
     The training step runs under ``train_amp`` autocast; ``"auto"`` measures which precision is faster here,
     as ``lightnets train`` does.
     """
-    from ..export import load_for_deploy
+    from ..deploy import load_for_deploy
 
     backends = check_backends(list(backends))
     if not batch_sizes or min(batch_sizes) < 1:
@@ -119,7 +119,7 @@ def run_benchmark(
 
 def _bench_model(model: nn.Module, info: DeployInfo, backends: list[str], batch_sizes: list[int], device: str,
                  train: bool, train_batch: int, train_amp: str | None, min_time: float) -> list[BenchResult]:
-    from ..export import export_onnx, top1_agreement
+    from ..deploy import export_onnx, top1_agreement
 
     size = info.input_size
     counts = count(model, size)

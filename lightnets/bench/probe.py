@@ -314,7 +314,7 @@ def choose_speed(model: nn.Module, input_shape: tuple[int, ...], batch: int, dev
 
 def deploy_runtimes() -> tuple[list[str], list[str]]:
     """The deploy runtimes that can run here, and notes on those left out: bf16 needs native bf16 instructions."""
-    from ..export import RUNTIMES, runtime_missing
+    from ..deploy.runtimes import RUNTIMES, runtime_missing
 
     usable, notes = [], []
     for runtime in RUNTIMES:
@@ -333,7 +333,7 @@ def choose_runtime(path: str | Path, threads: int | None = None, min_time: float
     saying what was measured. Cached per file content, machine and thread count."""
     import numpy as np
 
-    from ..export import input_batch, runtime_runner
+    from ..deploy.runtimes import input_batch, runtime_runner
     from .timing import time_interleaved
 
     usable, notes = deploy_runtimes()

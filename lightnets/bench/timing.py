@@ -136,7 +136,7 @@ def _onnx_matmul(weight, threads: int | None) -> Callable[[object], object]:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from ..export import onnx_session
+    from ..deploy.runtimes import onnx_session
 
     n = weight.shape[0]
     graph = helper.make_graph(

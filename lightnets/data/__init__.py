@@ -1,6 +1,15 @@
 """Data: CIFAR-10 (official release), image folders (directory, .tar, .tar.gz), a uint8 cache, on-device batches."""
 
-from .augment import Augment, cutout, normalize, random_crop, random_flip, random_resized_crop
+from .augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augment,
+    cutout,
+    normalize,
+    random_crop,
+    random_flip,
+    random_resized_crop,
+)
 from .cifar import CIFAR10_MD5, read_cifar10
 from .dataset import Dataset, Split, cache_dir
 from .folder import decode_image, read_image_folder
@@ -9,6 +18,8 @@ from .sources import SAMPLE, load_data
 
 __all__ = [
     "CIFAR10_MD5",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "SAMPLE",
     "Augment",
     "Dataset",

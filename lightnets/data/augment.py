@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+# The ImageNet channel statistics that ImageNet-pretrained networks (and the detector's backbones) expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 def normalize(images: torch.Tensor, mean: list[float], std: list[float], channels_last: bool = True) -> torch.Tensor:
     """uint8 ``(N, C, H, W)`` to float32, scaled to 0..1 and standardised per channel."""

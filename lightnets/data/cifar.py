@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import tarfile
 import urllib.request
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._io import atomic_output
 from ..errors import LightnetsError
 from .dataset import Dataset, Split, cache_dir
 
@@ -96,18 +96,14 @@ def download_cifar10() -> Path:
     path = cache_dir() / "downloads" / CIFAR10_URL.rsplit("/", 1)[1]
     if path.is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        with urllib.request.urlopen(CIFAR10_URL, timeout=60) as response, open(tmp, "wb") as f:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise LightnetsError(f"could not download CIFAR-10 from {CIFAR10_URL} ({err}); download it by hand "
-                             "and pass its path with --data, or give an image folder") from None
-    if md5sum(tmp) != CIFAR10_MD5:
-        tmp.unlink()
-        raise LightnetsError(f"the download from {CIFAR10_URL} failed its md5 check; try again")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        try:
+            with urllib.request.urlopen(CIFAR10_URL, timeout=60) as response, open(tmp, "wb") as f:
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
+        except OSError as err:
+            raise LightnetsError(f"could not download CIFAR-10 from {CIFAR10_URL} ({err}); download it by hand "
+                                 "and pass its path with --data, or give an image folder") from None
+        if md5sum(tmp) != CIFAR10_MD5:
+            raise LightnetsError(f"the download from {CIFAR10_URL} failed its md5 check; try again")
     return path

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .._io import replace_atomically
 from ..errors import LightnetsError
 
 CACHE_VERSION = 1
@@ -88,13 +89,10 @@ def source_key(path: Path, **settings: object) -> str:
 def save_cached(data: Dataset, key: str) -> Path:
     """Write ``data`` to the cache atomically (temporary file, then rename)."""
     path = cache_dir() / "datasets" / f"{key}.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"train.images": data.train.images.contiguous(), "train.labels": data.train.labels,
                "test.images": data.test.images.contiguous(), "test.labels": data.test.labels}
     meta = {"classes": json.dumps(data.classes), "source": data.source, "skipped": json.dumps(data.skipped)}
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return path
 
 

@@ -40,6 +40,21 @@ def decode_image(data: bytes | Path, size: int | None) -> np.ndarray:
         return np.array(img, dtype=np.uint8)  # a writable copy, so torch.from_numpy is safe
 
 
+def image_files(inputs: list[str | Path]) -> list[Path]:
+    """Image files named directly or found (recursively, sorted) in the given folders."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise LightnetsError(f"{item} does not exist; give image files or folders of images")
+    if not files:
+        raise LightnetsError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, inputs))}")
+    return files
+
+
 def _entries(source: Path) -> Iterator[tuple[tuple[str, ...], bytes | Path | None]]:
     """Every (path parts, contents) under ``source``; contents None marks a directory."""
     if source.is_dir():

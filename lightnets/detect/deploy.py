@@ -30,24 +30,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import LightnetsError
-from ..export import (
+from .._io import atomic_output
+from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
+from ..deploy.classifier import DeployInfo
+from ..deploy.onnx import (
     DEFAULT_ATOL,
-    DeployInfo,
-    atomic_output,
     export_graph,
     fold_batchnorm,
-    onnx_session,
     read_metadata,
     run_outputs,
     tolerance,
     write_metadata,
 )
+from ..deploy.runtimes import onnx_session
+from ..errors import LightnetsError
 from ..train.checkpoint import checkpoint_paths
 from .decode import Detections
 from .model import CenterNet
 from .train import load_detector
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, letterbox_image
+from .transforms import letterbox_image
 
 HEAD_OUTPUTS = ("heatmap", "size", "offset")
 

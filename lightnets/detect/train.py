@@ -10,8 +10,6 @@ are not: detection has its own augmentation.
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,24 +18,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..bench import count
 from ..bench.probe import SpeedChoice
 from ..bench.timing import Timing, thread_count, time_interleaved
 from ..data import decode_image
+from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
+from ..data.folder import image_files
 from ..errors import LightnetsError
 from ..train.checkpoint import load_checkpoint, restore_model
-from ..train.classify import (
-    image_files,
-    init_distributed,
-    pick_device,
-    prepare_run_dir,
-    refuse_existing,
-    resume_config,
-)
-from ..train.loop import LoopConfig, fit, rank_and_world
+from ..train.loop import LoopConfig, rank_and_world
 from ..train.plots import plot_curves
 from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
+from ..train.run import Run, init_distributed, pick_device, refuse_existing
 from ..train.speed import settle_speed
 from .data import DetectionCache, DetectionDataset, read_detection_data
 from .decode import Detections, decode
@@ -45,10 +38,14 @@ from .draw import draw_detections
 from .metrics import coco_map_available
 from .model import CenterNet, create_detector
 from .task import DetectionBatches, DetectionTask, detect_images, evaluate, evaluation
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, DetectionAugment
+from .transforms import DetectionAugment
 
 DEFAULT_AUGMENT = DetectionAugment()  # frozen, so one shared default is safe
 # AdamW with a short warm-up and cosine decay: CenterNet's own recipe uses Adam; tuned on nothing yet.
+# The recipe fields detection does not use (it has its own augmentation, no mirror TTA); every other field is an
+# option of `lightnets detect train`.
+KIND = "detect"  # a detection run's kind, in its config.json
+RECIPE_FIELDS_UNUSED = ("crop_pad", "flip", "cutout", "rrc_scale", "tta", "label_smoothing", "compile")
 DETECTION_RECIPE = Recipe(epochs=30, batch_size=16, opt="adamw", lr=2e-3, wd=1e-4, schedule="cosine", warmup=0.5,
                           flip=False, crop_pad=0)
 
@@ -106,10 +103,10 @@ def train_detector(
     ``resume`` continues the run in that folder with the configuration it was started with. Precision, layout
     and CPU threads not given are measured on this machine first (``lightnets.train.speed``).
     """
-    recorded = None
+    run, recorded = None, None
     if resume is not None:
-        run_dir = Path(resume)
-        cfg, rec = resume_config(run_dir, **overrides)
+        run = Run.resume(resume, KIND)
+        cfg, rec = run.record, run.recipe(**overrides)
         data, val_data, val_split = cfg["data"], cfg["val_data"], cfg["val_split"]
         backbone, class_agnostic, input_size = cfg["backbone"], cfg["class_agnostic"], cfg["input_size"]
         stacks, detector_args, repeat, top_k = cfg["stacks"], cfg["detector_args"], cfg["repeat"], cfg["top_k"]
@@ -140,15 +137,14 @@ def train_detector(
     with thread_count(speed.threads):
         return _train_detector(model, rec, speed, dev, dataset, train_set, val_set, val_data, val_split, backbone,
                                stacks, detector_args, class_agnostic, input_size, augment, repeat, top_k, out,
-                               exist_ok, resume, progress)
+                               exist_ok, run, progress)
 
 
 def _train_detector(model: CenterNet, rec: Recipe, speed: SpeedChoice, dev: torch.device,
                     dataset: DetectionDataset, train_set: DetectionDataset, val_set: DetectionDataset,
                     val_data: Any, val_split: float, backbone: str, stacks: int, detector_args: dict[str, Any] | None,
                     class_agnostic: bool, input_size: int, augment: DetectionAugment | None, repeat: int, top_k: int,
-                    out: str | Path | None, exist_ok: bool, resume: str | Path | None, progress: bool
-                    ) -> DetectTrainResult:
+                    out: str | Path | None, exist_ok: bool, run: Run | None, progress: bool) -> DetectTrainResult:
     """``train_detector`` once the data, the model and the speed are settled (under the chosen thread count)."""
     rank, world = rank_and_world()
     model = model.to(dev, memory_format=torch.channels_last if rec.channels_last else torch.contiguous_format)
@@ -163,36 +159,28 @@ def _train_detector(model: CenterNet, rec: Recipe, speed: SpeedChoice, dev: torc
               "train_images": len(train_set), "val_images": len(val_set), "skipped": dataset.skipped,
               "device": str(dev), "world_size": world, "threads": torch.get_num_threads(), "speed": speed.to_dict(),
               "torch": torch.__version__, "lightnets": __version__}
-    if resume is not None:
-        run_dir = Path(resume)
-    else:
-        run_dir = prepare_run_dir(out, f"detect-{backbone}", exist_ok) if rank == 0 else Path(out or "")
-        config["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        if rank == 0:
-            (run_dir / "config.json").write_text(json.dumps(config, indent=2))
-    if world > 1:
-        shared = [str(run_dir)]
-        torch.distributed.broadcast_object_list(shared)
-        run_dir = Path(shared[0])
+    run = run or Run.start(out, f"detect-{backbone}", KIND, config, exist_ok=exist_ok, folder="train")
+    run_dir = run.dir
     batches = DetectionBatches(train_cache, rec.batch_size, augment=augment, device=dev, seed=rec.seed, rank=rank,
                                world_size=world, repeat=repeat)
     evaluate_epoch = evaluation(val_cache, top_k=top_k, with_map=monitor == "val_map50")
     meta = {"task": "detection", "detector": model.config, "classes": dataset.class_names,
-            "class_agnostic": class_agnostic, "input_size": input_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+            "class_agnostic": class_agnostic, "input_size": input_size, "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
             "letterbox": "centered, mean-colour padding", "top_k": top_k, "recipe": rec.to_dict(),
             "speed": speed.to_dict(),
             "data": config["data"]}
     loop = LoopConfig(epochs=rec.epochs, amp=rec.amp, ema=rec.ema, grad_clip=rec.grad_clip, monitor=monitor,
                       seed=rec.seed, time_budget=rec.budget_min * 60 if rec.budget_min else None, progress=progress)
     task = DetectionTask(channels_last=bool(rec.channels_last))
-    history = fit(model, task, batches, make_optimizer(model, rec), make_schedule(rec), loop, run_dir,
-                  evaluate=evaluate_epoch, meta=meta, resume=resume is not None)
+    history = run.fit(model, task, batches, make_optimizer(model, rec), make_schedule(rec), loop,
+                      evaluate=evaluate_epoch, meta=meta)
     weights, _ = load_checkpoint(run_dir / "last")
     model.load_state_dict(weights)
     final = evaluate(model, val_cache, top_k=top_k, with_map=monitor == "val_map50")
     if rank == 0:
         plot_curves(history, run_dir / "curves.png")
-    return DetectTrainResult(run_dir, history, final, config)
+    return DetectTrainResult(run_dir, history, final, run.record)
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu") -> CenterNet:

@@ -15,11 +15,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..data.augment import normalize
+from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
 from ..errors import LightnetsError
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 # Padding with the mean colour makes it exactly 0 after normalisation, the same as grid_sample's zero padding.
 PAD_COLOUR = tuple(round(255 * m) for m in IMAGENET_MEAN)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._io import write_text_atomically
 from ..bench import Timing, cpu_name, thread_count, time_fn, time_interleaved
 from ..bench.backends import make_runner
 from ..bench.timing import synchronizer
@@ -171,10 +171,8 @@ class LatencyTable:
     def save(self, path: str | Path) -> Path:
         """Write the table as JSON (atomically: a temporary file renamed into place)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"format": FORMAT, "device": self.device, "entries": self.entries}, indent=1))
-        os.replace(tmp, path)
+        write_text_atomically(path, json.dumps({"format": FORMAT, "device": self.device, "entries": self.entries},
+                                               indent=1))
         return path
 
     @classmethod

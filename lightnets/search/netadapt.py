@@ -35,22 +35,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..data import Dataset, load_data
 from ..errors import LightnetsError
 from ..models import create_model
 from ..models.mnas_space import Arch
 from ..train import ClassificationTask, Recipe, RunSetup, get_recipe, load_checkpoint, save_checkpoint, train
 from ..train.checkpoint import checkpoint_paths, restore_model
-from ..train.classify import prepare_run_dir
+from ..train.run import Run
 from .bisection import bisect_threshold
 from .latency import check_clock, device_description, table_latency
 from .proxy import ProxyBudget, proxy_data, proxy_speed, proxy_train
 from .prune import forbidden_width, narrower, prunable_widths, prune, removable
-from .run import check_resumable, default_table_path
+from .run import default_table_path
 from .space import SPACES, SearchSpace
 
 LOG, CURRENT, ADAPTED, UNIFORM, FOLDER = "iterations.jsonl", "current", "adapted", "uniform_arch.json", "finetune"
+KIND = "adapt"  # an adapt folder's kind, in its config.json
 # About 200 SGD steps from the current weights, judged on 1,000 held-out training images.
 SHORT_FINETUNE = ProxyBudget(train_images=6400, val_images=1000, epochs=1, batch_size=32, lr=0.01, wd=5e-4,
                              opt="sgd")
@@ -209,7 +210,9 @@ def adapt(checkpoint: str | Path, target_ms: float, data: str | Path | Dataset |
     base_meta = {k: meta[k] for k in KEPT_META if k in meta}
     records: list[dict[str, Any]] = []
     if resume:
-        run_dir, done = check_resumable(out, same), 0
+        run = Run.resume(out, KIND)
+        run.require(same)
+        run_dir, done = run.dir, 0
         if (run_dir / f"{CURRENT}.json").exists():
             weights, current = load_checkpoint(run_dir / CURRENT)
             model = restore_model(create_model(name, num_classes=meta["num_classes"], **current["model_args"]),
@@ -218,10 +221,9 @@ def adapt(checkpoint: str | Path, target_ms: float, data: str | Path | Dataset |
         records = _read_iterations(run_dir / LOG, done)
         log(f"adapt: resuming {run_dir} after iteration {len(records)}")
     else:
-        run_dir = prepare_run_dir(out, name, False, kind="adapt")
         config = same | {"model": name, "source_ms": source_ms, "device": device_description(device, threads, clock),
                          "min_time": min_time, "lightnets": __version__}
-        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+        run_dir = Run.start(out, name, KIND, config).dir
     log(f"adapt: {name} from {source_ms:.3f} ms to {target_ms} ms (predicted, {table_path}); folder {run_dir}")
 
     current_ms = latency(model.arch)

@@ -30,7 +30,7 @@ from ..errors import LightnetsError
 from ..models import create_model
 from ..models.mnas_space import Arch
 from ..train import RunSetup, load_checkpoint, train
-from ..train.classify import pick_device
+from ..train.run import pick_device
 
 
 @dataclass(frozen=True)

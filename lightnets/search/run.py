@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..bench.benchmark import pareto_front
 from ..data import Dataset, cache_dir
-from ..errors import LightnetsError
 from ..models.mnas_space import Arch
-from ..train.classify import prepare_run_dir
 from ..train.plots import headless_pyplot
+from ..train.run import Run
 from .evolution import Candidate, arch_key, check_settings, regularized_evolution
 from .latency import (
     LatencyTable,
@@ -37,6 +36,7 @@ from .proxy import ProxyBudget, proxy_accuracy, proxy_data, proxy_speed
 from .space import SearchSpace, get_space
 
 LOG, BEST, PLOT = "candidates.jsonl", "best_arch.json", "pareto.png"
+KIND = "search"  # a search folder's kind, in its config.json
 
 
 def default_table_path(space: SearchSpace, input_size: int, device: str = "cpu", threads: int | None = 1,
@@ -91,28 +91,6 @@ def read_log(path: Path) -> dict[str, float]:
     return known
 
 
-def check_resumable(out: str | Path | None, same: dict[str, Any]) -> Path:
-    """The folder of a run to resume, refused unless its ``config.json`` agrees with ``same`` on every key
-    (the settings its logged results depend on)."""
-    if out is None:
-        raise LightnetsError("--resume needs --out, the folder of the run to continue")
-    try:
-        before = json.loads((Path(out) / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise LightnetsError(f"cannot resume {out}: no readable config.json ({err})") from None
-    changed = sorted(k for k, v in same.items() if before.get(k) != v)
-    if changed:
-        raise LightnetsError(f"cannot resume {out}: its {', '.join(changed)} differ(s) from this run's, so its "
-                             "results do not apply")
-    return Path(out)
-
-
-def _resumable(out: str | Path | None, same: dict[str, Any]) -> dict[str, float]:
-    """The accuracies a resumed search may reuse: only from a folder whose space, data and proxy match."""
-    log = check_resumable(out, same) / LOG
-    return read_log(log) if log.exists() else {}
-
-
 def plot_pareto(candidates: list[Candidate], path: str | Path, target_ms: float, title: str = "") -> Path | None:
     """Accuracy against predicted latency for every candidate (coloured by search order), the Pareto front,
     the target latency and the best reward; None without matplotlib."""
@@ -160,14 +138,20 @@ def search(space: str | SearchSpace = "mobilenetv3_cifar", data: str | Path | Da
     check_settings(population, sample, cycles)
     source = data.source if isinstance(data, Dataset) else str(data)
     same = {"space": space.name, "input_size": size, "data": source, "proxy": budget.to_dict()}
-    known = _resumable(out, same) if resume else {}
+    run = Run.resume(out, KIND) if resume else None
+    known: dict[str, float] = {}
+    if run is not None:  # only accuracies from a folder whose space, data and proxy match
+        run.require(same)
+        known = read_log(run.dir / LOG) if (run.dir / LOG).exists() else {}
     proxy = accuracy is None
     if proxy:  # the data first, so a bad source leaves no folder behind
         subset = proxy_data(data, budget, size)
         speed = proxy_speed(subset, space.model, {"arch": space.reference().to_dict()}, budget, device=device,
                             threads=threads, log=log)
         accuracy = proxy_accuracy(subset, space.model, budget, device=device, threads=threads, speed=speed)
-    run_dir = prepare_run_dir(out, space.name, exist_ok or resume, kind="search")
+    if run is None:
+        run = Run.start(out, space.name, KIND, same, exist_ok=exist_ok, written=("config.json", LOG, BEST, PLOT))
+    run_dir = run.dir
     table_path = Path(table) if table else default_table_path(space, size, device, threads, clock)
     latency = table_latency(table_path, size, space.num_classes, device=device, threads=threads, min_time=min_time,
                             clock=clock)
@@ -176,7 +160,8 @@ def search(space: str | SearchSpace = "mobilenetv3_cifar", data: str | Path | Da
                      "sample": sample, "cycles": cycles, "seed": seed, "table": str(table_path),
                      "device": device_description(device, threads, clock), "min_time": min_time,
                      "lightnets": __version__}
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    run.record.update(config)
+    run.save()
     log(f"search: {space.name} ({space.size:,} members), target {target:.2f} ms, w {w}, "
         f"{population} random + {cycles} mutated candidates; folder {run_dir}")
     if proxy and budget.steps < 100:

@@ -36,20 +36,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..bench import count, count_params, thread_count
 from ..data import Dataset, load_data
 from ..errors import LightnetsError
 from ..models import create_model, model_info
 from ..models.efficientnet import compound_coefficients
 from ..report import format_markdown
-from ..train.classify import prepare_run_dir
+from ..train.run import Run
 from .bisection import bisect_threshold
 from .latency import check_clock, device_description, measure, measure_side_by_side
 from .proxy import ProxyBudget, proxy_data, proxy_speed, proxy_train
-from .run import check_resumable
 
 LOG, TABLE = "grid.jsonl", "comparison.md"
+KIND = "scale"  # a scale folder's kind, in its config.json
 PAPER = (1.2, 1.1, 1.15)
 Coefficients = tuple[float, float, float]
 
@@ -142,14 +142,17 @@ def compound_scaling(data: str | Path | Dataset = "sample", *, model: str = "eff
             "data": source, "proxy": budget.to_dict(),
             "device": device_description(device, threads, clock)}
     known: dict[Coefficients, dict[str, Any]] = {}
+    settings = {"step": step, "tolerance": tolerance, "grid_limit": grid_limit, "seed": seed, "min_time": min_time,
+                "lightnets": __version__}
     if resume:
-        log_path = check_resumable(out, same) / LOG
-        lines = log_path.read_text().splitlines() if log_path.exists() else []
-        known = {(r["alpha"], r["beta"], r["gamma"]): r for r in map(json.loads, filter(str.strip, lines))}
-    run_dir = prepare_run_dir(out, model, exist_ok or resume, kind="scale")
-    (run_dir / "config.json").write_text(json.dumps(same | {"step": step, "tolerance": tolerance, "grid_limit":
-                                                            grid_limit, "seed": seed, "min_time": min_time,
-                                                            "lightnets": __version__}, indent=2))
+        run = Run.resume(out, KIND)
+        run.require(same)
+        known = {(r["alpha"], r["beta"], r["gamma"]): r for r in run.log(LOG).read()}
+        run.record.update(settings)
+        run.save()
+    else:
+        run = Run.start(out, model, KIND, same | settings, exist_ok=exist_ok, written=("config.json", LOG, TABLE))
+    run_dir = run.dir
 
     speed: dict[str, Any] = {}
 

@@ -10,12 +10,13 @@ from .classify import (
     evaluate_split,
     load_model,
     predict,
-    resume_config,
     train,
 )
-from .distillation import Distillation, Specialist, SpecialistsResult, distill, specialists
+from .distill import Distillation, distill
 from .loop import BatchSource, Ema, LoopConfig, NonFiniteLoss, fit
 from .recipes import RECIPES, Recipe, get_recipe, make_optimizer, make_schedule
+from .run import Run
+from .specialists import Specialist, SpecialistsResult, specialists
 
 __all__ = [
     "RECIPES",
@@ -27,6 +28,7 @@ __all__ = [
     "LoopConfig",
     "NonFiniteLoss",
     "Recipe",
+    "Run",
     "RunSetup",
     "Specialist",
     "SpecialistsResult",
@@ -41,7 +43,6 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "predict",
-    "resume_config",
     "save_checkpoint",
     "specialists",
     "train",

@@ -109,3 +109,14 @@ def restore_model(model: torch.nn.Module, weights: dict[str, torch.Tensor], meta
         raise LightnetsError(f"the weights in {path} do not fit {what}: {str(err).splitlines()[0]}") from None
     model.checkpoint_meta = meta
     return model.to(device).eval()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The model of a lightnets checkpoint, in eval mode; its metadata (classes, normalisation, input
+    size, recipe, metrics) is in ``model.checkpoint_meta``. ``path``: a run folder (its best checkpoint),
+    or a checkpoint's ``.safetensors``/``.json``."""
+    from ..models import create_model
+
+    weights, meta = load_checkpoint(path)
+    model = create_model(meta["model"], num_classes=meta["num_classes"], **meta.get("model_args", {}))
+    return restore_model(model, weights, meta, path, meta["model"], device)

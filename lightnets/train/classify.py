@@ -9,9 +9,6 @@ and reports.
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,18 +18,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..bench.probe import SpeedChoice
 from ..bench.timing import thread_count
-from ..data import Augment, Dataset, ImageBatches, Split, decode_image, eval_batches, load_data
+from ..data import Augment, Dataset, ImageBatches, Split, eval_batches, load_data
 from ..data.dataset import subset
-from ..data.folder import IMAGE_EXTENSIONS
+from ..deploy.classifier import predict_images
 from ..errors import LightnetsError
 from ..models import create_model, model_info
-from .checkpoint import load_checkpoint, restore_model
-from .loop import LoopConfig, Task, fit, rank_and_world
+from .checkpoint import load_checkpoint, load_model
+from .loop import LoopConfig, Task, rank_and_world
 from .plots import plot_confusion, plot_curves
 from .recipes import Recipe, get_recipe, make_optimizer, make_schedule
+from .run import Run, init_distributed, pick_device, refuse_existing
 from .speed import settle_speed
 
 
@@ -116,74 +114,13 @@ def split_logits(model: nn.Module, split: Split, mean: list[float], std: list[fl
                  batch_size: int = 500) -> torch.Tensor:
     """``model``'s float32 logits for every image of ``split``, in order, on the CPU (for analyses
     that need the predictions themselves, not only accuracy). A module without parameters (an exported
-    model behind ``lightnets.export.OnnxClassifier``) is fed on the CPU."""
+    model behind ``lightnets.deploy.OnnxClassifier``) is fed on the CPU."""
     device = next(model.parameters(), torch.empty(0)).device
     was_training = model.training
     model.eval()
     out = [model(x).float().cpu() for x, _ in eval_batches(split, batch_size, mean, std, device=device)]
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 0)
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """The given device, else CUDA (this process's local rank), else MPS, else CPU."""
-    if device:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def init_distributed(device: torch.device) -> None:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA."""
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-
-
-def prepare_run_dir(out: str | Path | None, model: str, exist_ok: bool, kind: str = "train") -> Path:
-    """The run folder: ``out`` (refused if not empty, unless ``exist_ok``) or the next free ``runs/KIND/MODEL-N``."""
-    if out is None:
-        base = Path("runs") / kind / model
-        out, i = base, 1
-        while out.exists():
-            i += 1
-            out = base.with_name(f"{model}-{i}")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        refuse_existing(out, exist_ok)
-        for name in ("metrics.jsonl", "config.json", "state.safetensors", "best.safetensors", "best.json",
-                     "last.safetensors", "last.json", "curves.png", "confusion.png", "confusion.txt"):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def refuse_existing(out: str | Path | None, exist_ok: bool) -> None:
-    """Refuse a run folder that exists and holds files, unless ``exist_ok`` (checked before any slow work)."""
-    if out is not None and not exist_ok and Path(out).is_dir() and any(Path(out).iterdir()):
-        raise LightnetsError(f"run folder {out} already exists and is not empty; choose another --out, "
-                             "pass --exist-ok to overwrite it, or --resume it")
-
-
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """A run folder's ``config.json``, or one clear error saying it has none."""
-    try:
-        return json.loads((Path(run_dir) / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise LightnetsError(f"cannot resume {run_dir}: no readable config.json ({err})") from None
-
-
-def resume_config(run_dir: Path, **overrides: Any) -> tuple[dict[str, Any], Recipe]:
-    """A run folder's ``config.json`` and its recipe; of the ``overrides`` only a larger ``epochs`` may differ."""
-    cfg = read_run_config(run_dir)
-    rec = Recipe(**cfg["recipe"]).replace(**overrides)
-    if rec.epochs < cfg["recipe"]["epochs"] or rec.to_dict() | {"epochs": 0} != cfg["recipe"] | {"epochs": 0}:
-        raise LightnetsError("a resumed run keeps its recipe; only --epochs may grow")
-    return cfg, rec
 
 
 class RunSetup:
@@ -255,13 +192,10 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
     unless given (see ``lightnets.train.speed``); the line saying what was chosen is printed with ``progress``.
     """
     setup = setup or RunSetup()
-    recorded = None
+    run, recorded = None, None
     if resume is not None:
-        run_dir = Path(resume)
-        cfg, rec = resume_config(run_dir, **overrides)
-        if cfg.get("kind", "train") != setup.kind:
-            raise LightnetsError(f"{run_dir} is a {cfg.get('kind', 'train')} run, not a {setup.kind} run; resume it "
-                                 f"with `lightnets {cfg.get('kind', 'train')} --resume {run_dir}`")
+        run = Run.resume(resume, setup.kind)
+        cfg, rec = run.record, run.recipe(**overrides)
         model, data, image_size, val_split = cfg["model"], cfg["data"], cfg["image_size"], cfg["val_split"]
         train_subset = cfg.get("train_subset")
         model_args = cfg["model_args"]
@@ -285,12 +219,12 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
                               recorded=recorded, progress=progress)
     with thread_count(speed.threads):
         return _train(net, dataset, rec, speed, setup, dev, model, model_args, image_size, val_split, train_subset,
-                      out, exist_ok, resume, progress)
+                      out, exist_ok, run, progress)
 
 
 def _train(net: nn.Module, dataset: Dataset, rec: Recipe, speed: SpeedChoice, setup: RunSetup, dev: torch.device,
            model: str, model_args: dict[str, Any] | None, image_size: int, val_split: float | None,
-           train_subset: int | None, out: str | Path | None, exist_ok: bool, resume: str | Path | None,
+           train_subset: int | None, out: str | Path | None, exist_ok: bool, run: Run | None,
            progress: bool) -> TrainResult:
     """``train`` once the data, the model and the speed are settled (run under the chosen thread count)."""
     rank, world = rank_and_world()
@@ -299,24 +233,15 @@ def _train(net: nn.Module, dataset: Dataset, rec: Recipe, speed: SpeedChoice, se
     task = setup.build(net, dataset, rec, mean, std, dev)
     record = setup.record()
     record = {setup.kind: record} if record else {}
-    config = {"kind": setup.kind, **record, "model": model, "model_args": model_args or {},
+    config = {**record, "model": model, "model_args": model_args or {},
               "data": str(dataset.source), "image_size": image_size, "val_split": val_split,
               "train_subset": train_subset, "recipe": rec.to_dict(),
               "classes": dataset.classes, "mean": mean, "std": std,
               "train_images": len(dataset.train), "test_images": len(dataset.test), "skipped": len(dataset.skipped),
               "device": str(dev), "world_size": world, "threads": torch.get_num_threads(), "speed": speed.to_dict(),
               "torch": torch.__version__, "lightnets": __version__}
-    if resume is not None:
-        run_dir = Path(resume)
-    else:
-        run_dir = prepare_run_dir(out, model, exist_ok, setup.kind) if rank == 0 else Path(out or "")
-        config["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        if rank == 0:
-            (run_dir / "config.json").write_text(json.dumps(config, indent=2))
-    if world > 1:
-        shared = [str(run_dir)]
-        dist.broadcast_object_list(shared)
-        run_dir = Path(shared[0])
+    run = run or Run.start(out, model, setup.kind, config, exist_ok=exist_ok)
+    run_dir = run.dir
     if rec.compile:
         net.compile()
     batches = ImageBatches(dataset.train, rec.batch_size, mean, std, device=dev, seed=rec.seed, rank=rank,
@@ -333,8 +258,8 @@ def _train(net: nn.Module, dataset: Dataset, rec: Recipe, speed: SpeedChoice, se
             "recipe": rec.to_dict(), "speed": speed.to_dict(), "data": str(dataset.source), **record}
     loop = LoopConfig(epochs=rec.epochs, amp=rec.amp, ema=rec.ema, grad_clip=rec.grad_clip, seed=rec.seed,
                       time_budget=rec.budget_min * 60 if rec.budget_min else None, progress=progress)
-    history = fit(net, task, batches, make_optimizer(net, rec), make_schedule(rec), loop, run_dir,
-                  evaluate=evaluate, meta=meta, resume=resume is not None)
+    history = run.fit(net, task, batches, make_optimizer(net, rec), make_schedule(rec), loop, evaluate=evaluate,
+                      meta=meta)
     weights, _ = load_checkpoint(run_dir / "last")
     net.load_state_dict(weights)
     final = evaluate_split(net, dataset.test, dataset.classes, mean, std, amp=rec.amp, tta=rec.tta,
@@ -343,16 +268,7 @@ def _train(net: nn.Module, dataset: Dataset, rec: Recipe, speed: SpeedChoice, se
         plot_curves(history, run_dir / "curves.png")
         plot_confusion(final.confusion, dataset.classes, run_dir / "confusion.png")
         (run_dir / "confusion.txt").write_text(final.confusion_text() + "\n")
-    return TrainResult(run_dir, history, final, config, dataset.skipped)
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The model of a lightnets checkpoint, in eval mode; its metadata (classes, normalisation, input
-    size, recipe, metrics) is in ``model.checkpoint_meta``. ``path``: a run folder (its best checkpoint),
-    or a checkpoint's ``.safetensors``/``.json``."""
-    weights, meta = load_checkpoint(path)
-    model = create_model(meta["model"], num_classes=meta["num_classes"], **meta.get("model_args", {}))
-    return restore_model(model, weights, meta, path, meta["model"], device)
+    return TrainResult(run_dir, history, final, run.record, dataset.skipped)
 
 
 def evaluate(checkpoint: str | Path, data: str | Path, *, val_split: float | None = None, tta: bool = False,
@@ -373,51 +289,12 @@ def evaluate(checkpoint: str | Path, data: str | Path, *, val_split: float | Non
                           amp=amp if dev.type != "cpu" or amp == "bf16" else None, tta=tta)
 
 
-def image_files(inputs: list[str | Path]) -> list[Path]:
-    """Image files named directly or found (recursively, sorted) in the given folders."""
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise LightnetsError(f"{item} does not exist; give image files or folders of images")
-    if not files:
-        raise LightnetsError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, inputs))}")
-    return files
-
-
-@torch.no_grad()
 def predict(checkpoint: str | Path | nn.Module, inputs: list[str | Path], *, topk: int = 5, batch_size: int = 64,
             device: str | None = None, strict: bool = False) -> tuple[list[tuple[Path, list[tuple[str, float]]]],
                                                                        list[Path]]:
-    """Top-k (class, probability) for every image in ``inputs`` (files or folders), batched.
-
-    Returns the predictions and the files that could not be decoded (``strict`` raises on the first).
-    """
+    """Top-k (class, probability) for every image in ``inputs`` (files or folders) of a checkpoint (or a loaded
+    model), batched; see ``lightnets.deploy.predict_images``. Returns the predictions and the files that could
+    not be decoded (``strict`` raises on the first)."""
     dev = pick_device(device)
     model = checkpoint if isinstance(checkpoint, nn.Module) else load_model(checkpoint, dev)
-    meta = model.checkpoint_meta
-    files, skipped, results = image_files(inputs), [], []
-    k = max(1, min(topk, len(meta["classes"])))
-    for start in range(0, len(files), batch_size):
-        arrays, names = [], []
-        for f in files[start:start + batch_size]:
-            try:
-                arrays.append(torch.from_numpy(decode_image(f, meta["image_size"])))
-                names.append(f)
-            except Exception as err:  # Pillow raises many types for a damaged file
-                if strict:
-                    raise LightnetsError(f"cannot decode image {f}: {err}") from None
-                skipped.append(f)
-        if not arrays:
-            continue
-        x = torch.stack(arrays).permute(0, 3, 1, 2).to(dev)
-        x = ((x.float() / 255 - torch.tensor(meta["mean"], device=dev).view(1, -1, 1, 1))
-             / torch.tensor(meta["std"], device=dev).view(1, -1, 1, 1))
-        probs = model(x).float().softmax(1)
-        p, idx = probs.topk(k, 1)
-        for f, pi, ii in zip(names, p.tolist(), idx.tolist(), strict=True):
-            results.append((f, [(meta["classes"][i], v) for i, v in zip(ii, pi, strict=True)]))
-    return results, skipped
+    return predict_images(model, inputs, topk=topk, batch_size=batch_size, strict=strict)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,26 +35,33 @@ class Recipe:
     values it settled on in place of ``"auto"``. ``tta`` averages the logits of each test image and its mirror.
     """
 
+    # One declaration per field: the command line's options are generated from these (lightnets/cli/options.py),
+    # ``help`` and ``choices`` included.
     epochs: int = 30
-    batch_size: int = 128
-    opt: str = "sgd"
+    batch_size: int = field(default=128, metadata={"help": "images per optimizer step, over all processes"})
+    opt: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
     lr: float = 0.1
     momentum: float = 0.9
-    wd: float = 5e-4
-    schedule: str = "cosine"
-    warmup: float = 0.0
+    wd: float = field(default=5e-4, metadata={"help": "weight decay (weights only, not norms and biases)"})
+    schedule: str = field(default="cosine", metadata={"choices": SCHEDULES})
+    warmup: float = field(default=0.0, metadata={"help": "linear LR warm-up, in epochs"})
     label_smoothing: float = 0.0
-    ema: float = 0.0
-    grad_clip: float | None = None
-    crop_pad: int = 4
-    flip: bool = True
-    cutout: int = 0
-    rrc_scale: tuple[float, float] | None = None
-    amp: str | None = "auto"
-    channels_last: bool | str = "auto"
-    compile: bool = False
-    tta: bool = False
-    budget_min: float | None = None
+    ema: float = field(default=0.0, metadata={"help": "EMA decay of the weights per step (0: off)"})
+    grad_clip: float | None = field(default=None, metadata={"help": "clip the gradient norm to this (none: off)"})
+    crop_pad: int = field(default=4, metadata={"help": "random crop padding, pixels"})
+    flip: bool = field(default=True, metadata={"help": "random horizontal flips"})
+    cutout: int = field(default=0, metadata={"help": "cutout square side, pixels (0: off)"})
+    rrc_scale: tuple[float, float] | None = field(default=None, metadata={"help": "random-resized-crop area range "
+                                                                          "LOW,HIGH (replaces crop and pad)"})
+    amp: str | None = field(default="auto", metadata={"choices": AMP, "help": "autocast precision (auto: the "
+                                                      "fastest measured here; none: fp32)"})
+    channels_last: bool | str = field(default="auto", metadata={"help": "memory layout (default: the faster "
+                                                                "measured here)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    tta: bool = field(default=False, metadata={"help": "evaluate on each image and its mirror"})
+    budget_min: float | None = field(default=None, metadata={"help": "stop after this many minutes of training "
+                                                             "(CPU time per thread on a CPU), the LR schedule "
+                                                             "completed over the time"})
     seed: int = 0
 
     def replace(self, **overrides: Any) -> Recipe:

@@ -1,8 +1,8 @@
-"""Distillation and specialists as training runs (Hinton, Vinyals and Dean 2015, sections 2 and 5).
+"""Specialists for the classes a generalist confuses (Hinton, Vinyals and Dean 2015, section 5).
 
-Both are ``train`` with a ``RunSetup``: ``distill`` swaps the task for ``DistillationTask``;
-``specialists`` starts each specialist from the generalist's weights on a data set enriched in its
-group's classes. So they get the same data handling, run folders, checkpoints, resume and reports.
+The generalist's predicted probabilities on held-out images are clustered into groups of classes it confuses;
+each group gets a specialist (its classes plus a dustbin class) started from the generalist and trained by
+``train`` with a ``RunSetup``, and the generalist alone is scored against the paper's combination.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data import Dataset, Split, load_data
@@ -25,24 +26,13 @@ from .classify import (
     RunSetup,
     TrainResult,
     load_model,
-    pick_device,
-    prepare_run_dir,
-    read_run_config,
     split_logits,
     train,
 )
-from .kd import (
-    RECIPES,
-    DistillationTask,
-    TeacherEnsemble,
-    check_distill_args,
-    check_same_classes,
-    combine_with_specialists,
-    group_confused_classes,
-    specialist_labels,
-)
+from .distill import check_same_classes
 from .loop import Task
 from .recipes import Recipe, get_recipe
+from .run import pick_device, prepare_run_dir
 
 DUSTBIN = "(other)"  # a specialist's last class: every class outside its group
 # Specialists start from the generalist, so they are fine-tuned: the 'fast' recipe at a tenth of its
@@ -50,81 +40,118 @@ DUSTBIN = "(other)"  # a specialist's last class: every class outside its group
 SPECIALIST_RECIPE = get_recipe("fast", lr=0.02, warmup=0.0)
 
 
-class Distillation(RunSetup):
-    """Train the student on the teachers' softened predictions (``DistillationTask``) as well as the labels.
+def prediction_covariance(probs: torch.Tensor) -> torch.Tensor:
+    """The C x C covariance of the generalist's predicted class probabilities over held-out images.
 
-    Teachers are checkpoints; each is fed the student's augmented batch re-standardised with its own
-    mean and std and resized to its own input size (both from its checkpoint).
+    Classes that the generalist confuses rise and fall together, so their columns are alike.
     """
-
-    kind = "distill"
-
-    def __init__(self, teachers: Sequence[str | Path], temperature: float, alpha: float, combine: str = "probs",
-                 recipe: str = "default") -> None:
-        if not teachers:
-            raise LightnetsError("give at least one teacher checkpoint")
-        check_distill_args(temperature, alpha)
-        if combine not in ("probs", "logits"):
-            raise LightnetsError(f"combine must be 'probs' or 'logits', got {combine!r}")
-        # The weights file, absolute: a resumed run finds its teachers from any working directory.
-        self.paths = [checkpoint_paths(t)[0].resolve() for t in teachers]
-        self.temperature, self.alpha, self.combine, self.recipe = temperature, alpha, combine, recipe
-        self.metas: list[dict[str, Any]] = []
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Distillation:
-        """The setup a run folder's config recorded (for resume)."""
-        return cls([t["path"] for t in record["teachers"]], record["temperature"], record["alpha"],
-                   record["combine"], record.get("recipe", "default"))
-
-    def build(self, net: nn.Module, dataset: Dataset, rec: Recipe, mean: list[float], std: list[float],
-              device: torch.device) -> Task:
-        memory = torch.channels_last if rec.channels_last else torch.contiguous_format
-        teachers = [load_model(p, device).to(memory_format=memory) for p in self.paths]
-        self.metas = [t.checkpoint_meta for t in teachers]
-        check_same_classes([m["classes"] for m in self.metas], dataset.classes)
-        ensemble = TeacherEnsemble(teachers, self.combine, input_sizes=[m["image_size"] for m in self.metas],
-                                   norms=[(m["mean"], m["std"]) for m in self.metas], input_norm=(mean, std))
-        return DistillationTask(ensemble.to(device), self.temperature, self.alpha, rec.label_smoothing)
-
-    def record(self) -> dict[str, Any]:
-        teachers = [{"path": str(p), "model": m["model"], "image_size": m["image_size"], "mean": m["mean"],
-                     "std": m["std"], "val_top1": m.get("metrics", {}).get("val_top1")}
-                    for p, m in zip(self.paths, self.metas, strict=True)]
-        return {"teachers": teachers, "temperature": self.temperature, "alpha": self.alpha, "combine": self.combine,
-                "recipe": self.recipe}
+    centred = probs.double() - probs.double().mean(0, keepdim=True)
+    return (centred.T @ centred / max(1, probs.shape[0] - 1)).float()
 
 
-def distill(student: str | None = None, teachers: str | Path | Sequence[str | Path] | None = None,
-            data: str | Path | Dataset | None = None, recipe: str | Recipe = "fast", *,
-            temperature: float | None = None, alpha: float | None = None, combine: str = "probs",
-            distill_recipe: str = "default", resume: str | Path | None = None, **overrides: Any) -> TrainResult:
-    """Train ``student`` (a model name) on ``data`` taught by one or more ``teachers`` (checkpoints).
+def kmeans(points: torch.Tensor, k: int, seed: int = 0, iters: int = 100, restarts: int = 50) -> torch.Tensor:
+    """Cluster the rows of ``points`` into ``k`` groups; returns labels.
 
-    ``distill_recipe`` picks temperature and alpha from ``lightnets.train.kd.RECIPES`` ('default':
-    T=4, alpha=0.9; 'hinton-asr': T=20, alpha=0.5); ``temperature`` and ``alpha`` override it.
-    ``combine`` averages the teachers' 'probs' or 'logits'. Everything else is as for ``train``
-    (``recipe``, ``out``, ``exist_ok``, ``device``, recipe fields such as ``epochs=5``), and the
-    result is ``train``'s. ``resume`` continues a distillation run with the teachers its config names.
+    The best (least within-cluster squared distance) of ``restarts`` runs of k-means++ seeding and
+    Lloyd iterations: one run alone often settles in a poor local optimum.
     """
-    if resume is not None:
-        cfg = read_run_config(resume)
-        if cfg.get("kind") != "distill":
-            raise LightnetsError(f"{resume} is not a distillation run; resume it with "
-                                 f"`lightnets {cfg.get('kind', 'train')} --resume {resume}`")
-        return train(resume=resume, setup=Distillation.from_record(cfg["distill"]), **overrides)
-    if student is None or not teachers or data is None:
-        raise LightnetsError("distill needs a student model name, at least one teacher checkpoint and a data source")
-    if distill_recipe not in RECIPES:
-        raise LightnetsError(f"unknown distillation recipe {distill_recipe!r}; choose from {', '.join(RECIPES)}")
-    given = {"temperature": temperature, "alpha": alpha}
-    params = RECIPES[distill_recipe] | {k: v for k, v in given.items() if v is not None}
-    paths = [teachers] if isinstance(teachers, str | Path) else list(teachers)
-    setup = Distillation(paths, params["temperature"], params["alpha"], combine, distill_recipe)
-    return train(student, data, recipe, setup=setup, **overrides)
+    n = points.shape[0]
+    if not 1 <= k <= n:
+        raise LightnetsError(f"number of groups must be between 1 and {n}, got {k}")
+    gen = torch.Generator().manual_seed(seed)
+    runs = [_kmeans_once(points, k, gen, iters) for _ in range(max(1, restarts))]
+    return min(runs, key=lambda r: r[1])[0]
 
 
-# --- specialists -------------------------------------------------------------------------------
+def _kmeans_once(points: torch.Tensor, k: int, gen: torch.Generator, iters: int) -> tuple[torch.Tensor, float]:
+    """One k-means++ seeding and Lloyd run: the labels and their within-cluster sum of squared distances."""
+    n = points.shape[0]
+    centres = [points[torch.randint(n, (1,), generator=gen).item()]]
+    for _ in range(1, k):
+        dist = torch.cdist(points, torch.stack(centres)).min(1).values.square()
+        weights = dist if dist.sum() > 0 else torch.ones(n)
+        centres.append(points[torch.multinomial(weights, 1, generator=gen).item()])
+    centre_t = torch.stack(centres)
+    labels = torch.cdist(points, centre_t).argmin(1)
+    for _ in range(iters):
+        counts = torch.bincount(labels, minlength=k)[:, None]
+        sums = torch.zeros_like(centre_t).index_add_(0, labels, points)
+        centre_t = torch.where(counts > 0, sums / counts.clamp_min(1), centre_t)  # an empty cluster keeps its centre
+        new = torch.cdist(points, centre_t).argmin(1)
+        if torch.equal(new, labels):
+            break
+        labels = new
+    return labels, float((points - centre_t[labels]).square().sum())
+
+
+def group_confused_classes(probs: torch.Tensor, num_groups: int, seed: int = 0) -> list[list[int]]:
+    """Groups of classes the generalist confuses: k-means on the columns of its prediction covariance,
+    scaled to correlations.
+
+    Raw covariance columns differ mostly by each class's own variance (how confidently it is
+    predicted), which hides who is confused with whom: on a CIFAR-10 generalist (2,000 training
+    images) they gave one group of six to nine classes; correlations give {cat, dog}, {automobile,
+    truck}, {airplane, ship}, {deer, horse} and the like. Returns the groups with at least two
+    classes (a specialist for one class would learn nothing the generalist does not know), each
+    sorted, largest first.
+    """
+    cov = prediction_covariance(probs)
+    std = cov.diag().clamp_min(1e-12).sqrt()
+    labels = kmeans(cov / std[:, None] / std[None, :], num_groups, seed)
+    groups = [sorted(torch.nonzero(labels == j).flatten().tolist()) for j in range(num_groups)]
+    return sorted((g for g in groups if len(g) >= 2), key=lambda g: (-len(g), g))
+
+
+def specialist_labels(labels: torch.Tensor, group: Sequence[int], num_classes: int) -> torch.Tensor:
+    """Map full-problem labels to a specialist's: index within ``group``, or the dustbin ``len(group)``."""
+    lookup = torch.full((num_classes,), len(group), dtype=torch.long, device=labels.device)
+    lookup[list(group)] = torch.arange(len(group), device=labels.device)
+    return lookup[labels]
+
+
+def combine_with_specialists(
+    generalist_probs: torch.Tensor,
+    specialist_probs: Sequence[torch.Tensor],
+    groups: Sequence[Sequence[int]],
+    top_k: int = 1,
+    steps: int = 200,
+    lr: float = 0.1,
+) -> torch.Tensor:
+    """Full-class distributions q that agree with the generalist and the relevant specialists (Hinton et al. 5.3).
+
+    For each image, the specialists whose group holds one of the generalist's ``top_k`` classes are
+    active; q minimises ``KL(p_g, q) + sum_active KL(p_m, q)``, where a specialist's distribution over
+    its classes plus a dustbin is compared with q folded the same way (the dustbin takes the mass of
+    all other classes). Solved by gradient descent on the logits of q, starting from the generalist.
+    """
+    num_classes = generalist_probs.shape[1]
+    eps = 1e-8
+    top = generalist_probs.topk(min(top_k, num_classes), dim=1).indices
+    folds, actives = [], []
+    for group in groups:
+        fold = torch.zeros(num_classes, len(group) + 1, device=generalist_probs.device)
+        fold[:, -1] = 1.0
+        for j, c in enumerate(group):
+            fold[c, -1] = 0.0
+            fold[c, j] = 1.0
+        folds.append(fold)
+        in_group = torch.zeros(num_classes, dtype=torch.bool, device=generalist_probs.device)
+        in_group[list(group)] = True
+        actives.append(in_group[top].any(1).float())
+    logits = generalist_probs.clamp_min(eps).log().clone().requires_grad_(True)
+    opt = torch.optim.Adam([logits], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            q = F.softmax(logits, dim=1)
+            loss = (generalist_probs * (generalist_probs.clamp_min(eps).log() - q.clamp_min(eps).log())).sum(1)
+            for probs, fold, active in zip(specialist_probs, folds, actives, strict=True):
+                q_folded = q @ fold
+                kl = (probs * (probs.clamp_min(eps).log() - q_folded.clamp_min(eps).log())).sum(1)
+                loss = loss + active * kl
+            opt.zero_grad()
+            loss.sum().backward()
+            opt.step()
+    return F.softmax(logits.detach(), dim=1)
 
 
 def init_specialist(net: nn.Module, generalist: dict[str, torch.Tensor], group: Sequence[int]) -> None:
@@ -233,7 +260,7 @@ def specialists(generalist: str | Path, data: str | Path | Dataset, groups: int 
         raise LightnetsError(f"with --groups {groups} every group has a single class; use fewer groups")
     if any(len(g) == num_classes for g in class_groups):
         raise LightnetsError("one group holds every class, so a specialist would have no dustbin; use --groups >= 2")
-    run_dir = prepare_run_dir(out, meta["model"], exist_ok, "specialists")
+    run_dir = prepare_run_dir(out, meta["model"], exist_ok, "specialists", written=("specialists.json",))
     names = [[dataset.classes[c] for c in g] for g in class_groups]
     runs = []
     for i, group in enumerate(class_groups):

@@ -1,28 +1,37 @@
-"""Knowledge distillation (Hinton, Vinyals and Dean 2015): soft targets, teacher ensembles, specialists.
+"""Knowledge distillation (Hinton, Vinyals and Dean 2015, section 2): soft targets, teacher ensembles, and the
+distillation run.
 
-The pieces here are plain functions and modules; the training loop uses them as a loss and a
-teacher (``DistillationTask``), so distillation needs no loop of its own. The runs built on them
-(``lightnets.distill``, ``lightnets.specialists``) are in ``lightnets.train.distillation``.
+The pieces are plain functions and modules; the training loop uses them as a loss and a teacher
+(``DistillationTask``), so distillation needs no loop of its own, and ``distill`` is ``train`` with a
+``RunSetup`` that swaps the task: the same data handling, run folders, checkpoints, resume and reports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import Dataset
 from ..errors import LightnetsError
+from .checkpoint import checkpoint_paths
+from .classify import RunSetup, TrainResult, load_model, train
+from .loop import Task
+from .recipes import Recipe
+from .run import Run
 
 # Defaults a user can trust on image classification with a small student: a moderate temperature
 # (Hinton et al. found lower temperatures best when the student is much smaller than the teacher)
 # and most of the weight on the soft targets. The source's speech setting used T=20, alpha=0.5:
-# see RECIPES in this module.
+# see DISTILL_RECIPES.
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_ALPHA = 0.9
 
-RECIPES = {
+DISTILL_RECIPES = {
     "hinton-asr": {"temperature": 20.0, "alpha": 0.5},  # the paper's speech experiment, as in the source
     "default": {"temperature": DEFAULT_TEMPERATURE, "alpha": DEFAULT_ALPHA},
 }
@@ -153,7 +162,6 @@ class DistillationTask:
 
     def __init__(self, teachers: TeacherEnsemble, temperature: float = DEFAULT_TEMPERATURE,
                  alpha: float = DEFAULT_ALPHA, label_smoothing: float = 0.0) -> None:
-        check_distill_args(temperature, alpha)
         self.teachers, self.temperature, self.alpha = teachers, temperature, alpha
         self.label_smoothing = label_smoothing
 
@@ -177,117 +185,73 @@ def check_same_classes(teacher_classes: Sequence[Sequence[str]], student_classes
             )
 
 
-# --- specialists -------------------------------------------------------------------------------
+class Distillation(RunSetup):
+    """Train the student on the teachers' softened predictions (``DistillationTask``) as well as the labels.
 
-def prediction_covariance(probs: torch.Tensor) -> torch.Tensor:
-    """The C x C covariance of the generalist's predicted class probabilities over held-out images.
-
-    Classes that the generalist confuses rise and fall together, so their columns are alike.
+    Teachers are checkpoints; each is fed the student's augmented batch re-standardised with its own
+    mean and std and resized to its own input size (both from its checkpoint).
     """
-    centred = probs.double() - probs.double().mean(0, keepdim=True)
-    return (centred.T @ centred / max(1, probs.shape[0] - 1)).float()
+
+    kind = "distill"
+
+    def __init__(self, teachers: Sequence[str | Path], temperature: float, alpha: float, combine: str = "probs",
+                 recipe: str = "default") -> None:
+        if not teachers:
+            raise LightnetsError("give at least one teacher checkpoint")
+        check_distill_args(temperature, alpha)
+        if combine not in ("probs", "logits"):
+            raise LightnetsError(f"combine must be 'probs' or 'logits', got {combine!r}")
+        # The weights file, absolute: a resumed run finds its teachers from any working directory.
+        self.paths = [checkpoint_paths(t)[0].resolve() for t in teachers]
+        self.temperature, self.alpha, self.combine, self.recipe = temperature, alpha, combine, recipe
+        self.metas: list[dict[str, Any]] = []
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Distillation:
+        """The setup a run folder's config recorded (for resume)."""
+        return cls([t["path"] for t in record["teachers"]], record["temperature"], record["alpha"],
+                   record["combine"], record.get("recipe", "default"))
+
+    def build(self, net: nn.Module, dataset: Dataset, rec: Recipe, mean: list[float], std: list[float],
+              device: torch.device) -> Task:
+        memory = torch.channels_last if rec.channels_last else torch.contiguous_format
+        teachers = [load_model(p, device).to(memory_format=memory) for p in self.paths]
+        self.metas = [t.checkpoint_meta for t in teachers]
+        check_same_classes([m["classes"] for m in self.metas], dataset.classes)
+        ensemble = TeacherEnsemble(teachers, self.combine, input_sizes=[m["image_size"] for m in self.metas],
+                                   norms=[(m["mean"], m["std"]) for m in self.metas], input_norm=(mean, std))
+        return DistillationTask(ensemble.to(device), self.temperature, self.alpha, rec.label_smoothing)
+
+    def record(self) -> dict[str, Any]:
+        teachers = [{"path": str(p), "model": m["model"], "image_size": m["image_size"], "mean": m["mean"],
+                     "std": m["std"], "val_top1": m.get("metrics", {}).get("val_top1")}
+                    for p, m in zip(self.paths, self.metas, strict=True)]
+        return {"teachers": teachers, "temperature": self.temperature, "alpha": self.alpha, "combine": self.combine,
+                "recipe": self.recipe}
 
 
-def kmeans(points: torch.Tensor, k: int, seed: int = 0, iters: int = 100, restarts: int = 50) -> torch.Tensor:
-    """Cluster the rows of ``points`` into ``k`` groups; returns labels.
+def distill(student: str | None = None, teachers: str | Path | Sequence[str | Path] | None = None,
+            data: str | Path | Dataset | None = None, recipe: str | Recipe = "fast", *,
+            temperature: float | None = None, alpha: float | None = None, combine: str = "probs",
+            distill_recipe: str = "default", resume: str | Path | None = None, **overrides: Any) -> TrainResult:
+    """Train ``student`` (a model name) on ``data`` taught by one or more ``teachers`` (checkpoints).
 
-    The best (least within-cluster squared distance) of ``restarts`` runs of k-means++ seeding and
-    Lloyd iterations: one run alone often settles in a poor local optimum.
+    ``distill_recipe`` picks temperature and alpha from ``DISTILL_RECIPES`` ('default':
+    T=4, alpha=0.9; 'hinton-asr': T=20, alpha=0.5); ``temperature`` and ``alpha`` override it.
+    ``combine`` averages the teachers' 'probs' or 'logits'. Everything else is as for ``train``
+    (``recipe``, ``out``, ``exist_ok``, ``device``, recipe fields such as ``epochs=5``), and the
+    result is ``train``'s. ``resume`` continues a distillation run with the teachers its config names.
     """
-    n = points.shape[0]
-    if not 1 <= k <= n:
-        raise LightnetsError(f"number of groups must be between 1 and {n}, got {k}")
-    gen = torch.Generator().manual_seed(seed)
-    runs = [_kmeans_once(points, k, gen, iters) for _ in range(max(1, restarts))]
-    return min(runs, key=lambda r: r[1])[0]
-
-
-def _kmeans_once(points: torch.Tensor, k: int, gen: torch.Generator, iters: int) -> tuple[torch.Tensor, float]:
-    """One k-means++ seeding and Lloyd run: the labels and their within-cluster sum of squared distances."""
-    n = points.shape[0]
-    centres = [points[torch.randint(n, (1,), generator=gen).item()]]
-    for _ in range(1, k):
-        dist = torch.cdist(points, torch.stack(centres)).min(1).values.square()
-        weights = dist if dist.sum() > 0 else torch.ones(n)
-        centres.append(points[torch.multinomial(weights, 1, generator=gen).item()])
-    centre_t = torch.stack(centres)
-    labels = torch.cdist(points, centre_t).argmin(1)
-    for _ in range(iters):
-        counts = torch.bincount(labels, minlength=k)[:, None]
-        sums = torch.zeros_like(centre_t).index_add_(0, labels, points)
-        centre_t = torch.where(counts > 0, sums / counts.clamp_min(1), centre_t)  # an empty cluster keeps its centre
-        new = torch.cdist(points, centre_t).argmin(1)
-        if torch.equal(new, labels):
-            break
-        labels = new
-    return labels, float((points - centre_t[labels]).square().sum())
-
-
-def group_confused_classes(probs: torch.Tensor, num_groups: int, seed: int = 0) -> list[list[int]]:
-    """Groups of classes the generalist confuses: k-means on the columns of its prediction covariance,
-    scaled to correlations.
-
-    Raw covariance columns differ mostly by each class's own variance (how confidently it is
-    predicted), which hides who is confused with whom: on a CIFAR-10 generalist (2,000 training
-    images) they gave one group of six to nine classes; correlations give {cat, dog}, {automobile,
-    truck}, {airplane, ship}, {deer, horse} and the like. Returns the groups with at least two
-    classes (a specialist for one class would learn nothing the generalist does not know), each
-    sorted, largest first.
-    """
-    cov = prediction_covariance(probs)
-    std = cov.diag().clamp_min(1e-12).sqrt()
-    labels = kmeans(cov / std[:, None] / std[None, :], num_groups, seed)
-    groups = [sorted(torch.nonzero(labels == j).flatten().tolist()) for j in range(num_groups)]
-    return sorted((g for g in groups if len(g) >= 2), key=lambda g: (-len(g), g))
-
-
-def specialist_labels(labels: torch.Tensor, group: Sequence[int], num_classes: int) -> torch.Tensor:
-    """Map full-problem labels to a specialist's: index within ``group``, or the dustbin ``len(group)``."""
-    lookup = torch.full((num_classes,), len(group), dtype=torch.long, device=labels.device)
-    lookup[list(group)] = torch.arange(len(group), device=labels.device)
-    return lookup[labels]
-
-
-def combine_with_specialists(
-    generalist_probs: torch.Tensor,
-    specialist_probs: Sequence[torch.Tensor],
-    groups: Sequence[Sequence[int]],
-    top_k: int = 1,
-    steps: int = 200,
-    lr: float = 0.1,
-) -> torch.Tensor:
-    """Full-class distributions q that agree with the generalist and the relevant specialists (Hinton et al. 5.3).
-
-    For each image, the specialists whose group holds one of the generalist's ``top_k`` classes are
-    active; q minimises ``KL(p_g, q) + sum_active KL(p_m, q)``, where a specialist's distribution over
-    its classes plus a dustbin is compared with q folded the same way (the dustbin takes the mass of
-    all other classes). Solved by gradient descent on the logits of q, starting from the generalist.
-    """
-    num_classes = generalist_probs.shape[1]
-    eps = 1e-8
-    top = generalist_probs.topk(min(top_k, num_classes), dim=1).indices
-    folds, actives = [], []
-    for group in groups:
-        fold = torch.zeros(num_classes, len(group) + 1, device=generalist_probs.device)
-        fold[:, -1] = 1.0
-        for j, c in enumerate(group):
-            fold[c, -1] = 0.0
-            fold[c, j] = 1.0
-        folds.append(fold)
-        in_group = torch.zeros(num_classes, dtype=torch.bool, device=generalist_probs.device)
-        in_group[list(group)] = True
-        actives.append(in_group[top].any(1).float())
-    logits = generalist_probs.clamp_min(eps).log().clone().requires_grad_(True)
-    opt = torch.optim.Adam([logits], lr=lr)
-    with torch.enable_grad():
-        for _ in range(steps):
-            q = F.softmax(logits, dim=1)
-            loss = (generalist_probs * (generalist_probs.clamp_min(eps).log() - q.clamp_min(eps).log())).sum(1)
-            for probs, fold, active in zip(specialist_probs, folds, actives, strict=True):
-                q_folded = q @ fold
-                kl = (probs * (probs.clamp_min(eps).log() - q_folded.clamp_min(eps).log())).sum(1)
-                loss = loss + active * kl
-            opt.zero_grad()
-            loss.sum().backward()
-            opt.step()
-    return F.softmax(logits.detach(), dim=1)
+    if resume is not None:
+        record = Run.resume(resume, Distillation.kind).record
+        return train(resume=resume, setup=Distillation.from_record(record["distill"]), **overrides)
+    if student is None or not teachers or data is None:
+        raise LightnetsError("distill needs a student model name, at least one teacher checkpoint and a data source")
+    if distill_recipe not in DISTILL_RECIPES:
+        raise LightnetsError(f"unknown distillation recipe {distill_recipe!r}; "
+                             f"choose from {', '.join(DISTILL_RECIPES)}")
+    given = {"temperature": temperature, "alpha": alpha}
+    params = DISTILL_RECIPES[distill_recipe] | {k: v for k, v in given.items() if v is not None}
+    paths = [teachers] if isinstance(teachers, str | Path) else list(teachers)
+    setup = Distillation(paths, params["temperature"], params["alpha"], combine, distill_recipe)
+    return train(student, data, recipe, setup=setup, **overrides)

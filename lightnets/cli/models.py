@@ -1,0 +1,40 @@
+"""`lightnets models` and `lightnets info`: the registry and one model's stages."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from ..errors import LightnetsError
+from ..report import format_table
+
+if TYPE_CHECKING:
+    pass
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ..report import models_table
+
+    rows = models_table(args.pattern)
+    if not rows:
+        raise LightnetsError(f"no model matches {args.pattern!r}; run `lightnets models` for the list")
+    print(format_table(rows))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..report import model_report
+
+    print(model_report(args.model, args.input_size))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the registered models with params, MACs and the papers' figures")
+    p.add_argument("pattern", nargs="?", default=None, help="shell wildcard or substring, e.g. 'mobilenetv3*'")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("info", help="a model's stages (channels, stride), params and MACs per stage")
+    p.add_argument("model")
+    p.add_argument("--input-size", type=int, default=None, help="input height and width (default: the model's)")
+    p.set_defaults(func=cmd_info)
