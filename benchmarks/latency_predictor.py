@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightnets import count, create_model  # noqa: E402
+from lightnets._plot import headless_pyplot  # noqa: E402
 from lightnets.bench import thread_count  # noqa: E402
 from lightnets.report import format_markdown, format_table  # noqa: E402
 from lightnets.search import (  # noqa: E402
@@ -37,7 +38,6 @@ from lightnets.search import (  # noqa: E402
     network_layers,
     spearman,
 )
-from lightnets.train.plots import headless_pyplot  # noqa: E402
 
 
 def plot(predicted: list[float], measured: list[float], path: Path, title: str) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._plot import headless_pyplot
 from ..deploy.runtimes import RUNTIMES
 from ..errors import LightnetsError
 from .backends import TRAINABLE, backend_missing, check_backends, make_runner, to_numpy
@@ -260,13 +261,9 @@ def plot_accuracy_latency(results: Sequence[BenchResult], path: str | Path, titl
     points = [r for r in results if r.accuracy is not None and r.latency_ms is not None]
     if not points:
         raise LightnetsError("--plot needs checkpoints that record their accuracy; none of the models has one")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise LightnetsError("plotting needs matplotlib: pip install 'lightnets[plot]'") from None
+    plt = headless_pyplot()
+    if plt is None:
+        raise LightnetsError("plotting needs matplotlib: pip install 'lightnets[plot]'")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for backend in dict.fromkeys(r.backend for r in points):
         mine = [r for r in points if r.backend == backend]

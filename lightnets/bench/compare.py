@@ -1,13 +1,16 @@
-"""Exported files side by side: the fp32-versus-int8 comparison ``lightnets export --int8 --test`` prints."""
+"""Exported files side by side: the fp32-versus-int8 comparison that ``lightnets export --int8`` prints."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
-from ..deploy.onnx import top1_agreement
+from ..deploy.classifier import load_images
+from ..deploy.onnx import DeployInfo, export_onnx, top1_agreement
 from ..deploy.runtimes import runtime_runner
 from .timing import time_interleaved
 
@@ -35,3 +38,14 @@ def compare_onnx(paths: dict[str, Path], images: np.ndarray, labels: Sequence[in
             "images": str(len(images)),
         })
     return rows
+
+
+def compare_int8(model: nn.Module, info: DeployInfo, int8_path: Path, test_dir: str | Path, *, opset: int = 18,
+                 dynamic_batch: bool = False, limit: int | None = 1000, threads: int | None = None
+                 ) -> list[dict[str, str]]:
+    """An int8 export against an fp32 export of the same ``model`` (made here, in a temporary folder) on the images
+    under ``test_dir``: ``compare_onnx``'s rows."""
+    images, labels = load_images(test_dir, info, limit)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", info, opset=opset, dynamic_batch=dynamic_batch).path
+        return compare_onnx({"fp32": fp32, "int8": int8_path}, images, labels, threads)

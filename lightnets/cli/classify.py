@@ -53,11 +53,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     if args.resume is None and (not args.teacher or args.student is None or args.data is None):
         raise LightnetsError("give --teacher CKPT[,CKPT...], --student MODEL and --data SOURCE (or --resume RUN_DIR)")
-    if args.resume is not None and any(v is not None for v in (args.temperature, args.alpha, args.combine,
-                                                                args.distill_recipe)):
-        raise LightnetsError("a resumed distillation keeps its teachers, temperature, alpha and combine")
     result = distill(args.student, args.teacher, args.data, args.recipe or "fast", temperature=args.temperature,
-                     alpha=args.alpha, combine=args.combine or "probs", distill_recipe=args.distill_recipe or "default",
+                     alpha=args.alpha, combine=args.combine, distill_recipe=args.distill_recipe,
                      **training_kwargs(args))
     if report_run(result):
         record = result.config["distill"]

@@ -74,12 +74,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     import dataclasses
-    import tempfile
     from pathlib import Path
 
     import torch
 
-    from ..bench.compare import compare_onnx
+    from ..bench.compare import compare_int8
     from ..deploy import export_onnx, load_for_deploy, load_images
 
     model, info = load_for_deploy(args.model)
@@ -104,11 +103,8 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"top-1 agreement {100 * result.top1_agreement:.1f}%")
     if precision == "int8":
         test_dir = args.test or args.images or args.calibration
-        images, labels = load_images(test_dir, info, args.test_limit)
-        with tempfile.TemporaryDirectory() as tmp:
-            fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", info, opset=args.opset,
-                               dynamic_batch=args.dynamic_batch).path
-            rows = compare_onnx({"fp32": fp32, "int8": result.path}, images, labels, args.threads)
+        rows = compare_int8(model, info, result.path, test_dir, opset=args.opset, dynamic_batch=args.dynamic_batch,
+                            limit=args.test_limit, threads=args.threads)
         print(f"\nfp32 against int8 on {test_dir} (ONNX Runtime, batch 1):\n{format_table(rows)}")
     return 0
 

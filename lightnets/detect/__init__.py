@@ -20,21 +20,15 @@ from .data import (
 from .decode import Detections, decode
 from .deploy import DetectorExport, OnnxDetector, decode_heads, export_detector
 from .draw import draw_detections
+from .infer import evaluate_detector, load_detector, predict_files
+from .latency import detector_latency
 from .loss import centernet_loss, focal_loss
 from .metrics import coco_map, coco_map_available, kuzushiji_f1
 from .model import CenterNet, create_detector
 from .synthetic import synthetic_pages
 from .targets import build_targets, gaussian_radius
 from .task import DetectionBatches, DetectionTask, detect_images, evaluate, evaluation, predict_cache
-from .train import (
-    DETECTION_RECIPE,
-    detector_latency,
-    evaluate_detector,
-    load_detector,
-    predict_files,
-    split_pages,
-    train_detector,
-)
+from .train import DETECTION_RECIPE, split_pages, train_detector
 from .transforms import (
     DetectionAugment,
     letterbox_image,

@@ -46,8 +46,8 @@ from ..deploy.runtimes import onnx_session
 from ..errors import LightnetsError
 from ..train.checkpoint import checkpoint_paths
 from .decode import Detections
+from .infer import load_detector
 from .model import CenterNet
-from .train import load_detector
 from .transforms import letterbox_image
 
 HEAD_OUTPUTS = ("heatmap", "size", "offset")

@@ -1,4 +1,5 @@
-"""Detection runs on the shared loop: train a CenterNet, load its checkpoint, evaluate, predict, time it.
+"""Training a CenterNet on the shared run skeleton (``lightnets.train.run.Run``) and loop (the other verbs:
+``infer.py`` loads, evaluates and predicts, ``latency.py`` times).
 
 Training goes through ``lightnets.train.loop.fit`` with :class:`DetectionBatches`, :class:`DetectionTask` and
 :func:`evaluation`; checkpoints, resume, progress and ``metrics.jsonl`` are the loop's, and ``curves.png`` is
@@ -10,34 +11,27 @@ are not: detection has its own augmentation.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .._version import __version__
-from ..bench import count
 from ..bench.probe import SpeedChoice
-from ..bench.timing import Timing, thread_count, time_interleaved
-from ..data import decode_image
+from ..bench.timing import thread_count
 from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
-from ..data.folder import image_files
 from ..errors import LightnetsError
-from ..train.checkpoint import load_checkpoint, restore_model
+from ..train.checkpoint import load_checkpoint
 from ..train.loop import LoopConfig, rank_and_world
 from ..train.plots import plot_curves
 from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
 from ..train.run import Run, init_distributed, pick_device, refuse_existing
 from ..train.speed import settle_speed
 from .data import DetectionCache, DetectionDataset, read_detection_data
-from .decode import Detections, decode
-from .draw import draw_detections
 from .metrics import coco_map_available
 from .model import CenterNet, create_detector
-from .task import DetectionBatches, DetectionTask, detect_images, evaluate, evaluation
+from .task import DetectionBatches, DetectionTask, evaluate, evaluation
 from .transforms import DetectionAugment
 
 DEFAULT_AUGMENT = DetectionAugment()  # frozen, so one shared default is safe
@@ -181,89 +175,3 @@ def _train_detector(model: CenterNet, rec: Recipe, speed: SpeedChoice, dev: torc
     if rank == 0:
         plot_curves(history, run_dir / "curves.png")
     return DetectTrainResult(run_dir, history, final, run.record)
-
-
-def load_detector(path: str | Path, device: str | torch.device = "cpu") -> CenterNet:
-    """The CenterNet of a detection checkpoint (a run folder, or its ``.safetensors``/``.json``), in eval mode;
-    its metadata (classes, input size, top_k, recipe, metrics) is in ``model.checkpoint_meta``."""
-    weights, meta = load_checkpoint(path)
-    if meta.get("task") != "detection":
-        raise LightnetsError(f"{path} is not a detection checkpoint; `lightnets detect` needs one from "
-                             "`lightnets detect train`")
-    return restore_model(create_detector(**meta["detector"]), weights, meta, path, "their detector", device)
-
-
-def evaluate_detector(checkpoint: str | Path, data: str | Path, *, top_k: int | None = None,
-                      score_threshold: float = 0.05, f1_threshold: float = 0.3, batch_size: int = 8,
-                      device: str | None = None) -> dict[str, float]:
-    """Kuzushiji F1 and (when a COCO evaluator is installed) COCO mAP of a checkpoint on a data set, read in the
-    checkpoint's class mode and letterboxed to its input size."""
-    model = load_detector(checkpoint, pick_device(device))
-    meta = model.checkpoint_meta
-    dataset = read_detection_data(data, meta["class_agnostic"])
-    unknown = sorted(set(dataset.class_names) - set(meta["classes"]))
-    if unknown:
-        raise LightnetsError(f"{data} has classes the checkpoint was not trained on: {', '.join(unknown[:10])}")
-    # Labels follow the data set's class order; map them onto the checkpoint's.
-    remap = np.array([meta["classes"].index(c) for c in dataset.class_names], dtype=np.int64)
-    records = [dataclasses.replace(r, labels=remap[r.labels]) for r in dataset.records]
-    dataset = DetectionDataset(dataset.source, records, meta["classes"], dataset.skipped)
-    cache = DetectionCache(dataset, meta["input_size"]).to(next(model.parameters()).device)
-    return evaluate(model, cache, batch_size, top_k or meta["top_k"], score_threshold, f1_threshold,
-                    with_map=coco_map_available())
-
-
-def predict_files(checkpoint: str | Path | CenterNet, inputs: Sequence[str | Path], *,
-                  out_dir: str | Path | None = None, top_k: int | None = None, score_threshold: float = 0.3,
-                  show_labels: bool = True, device: str | None = None) -> list[tuple[Path, Detections]]:
-    """Detections for image files (or folders of them), in each image's pixels; with ``out_dir`` each image is
-    also written there as ``<name>.png`` with its boxes, labels and scores drawn."""
-    model = checkpoint if isinstance(checkpoint, CenterNet) else load_detector(checkpoint, pick_device(device))
-    meta = model.checkpoint_meta
-    results = []
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-    for path in image_files(list(inputs)):
-        image = decode_image(path, None)
-        found = detect_images(model, [image], meta["input_size"], top_k or meta["top_k"], score_threshold)[0]
-        if out_dir is not None:
-            draw_detections(image, found, meta["classes"], show_labels).save(Path(out_dir) / f"{path.stem}.png")
-        results.append((path, found))
-    return results
-
-
-@dataclass(frozen=True)
-class DetectorLatency:
-    """Batch-1 latency of a detector's forward pass plus decoding, with its size and cost; ``vs_first`` is its
-    latency over the first detector's, measured side by side."""
-
-    name: str
-    input_size: int
-    stacks: int
-    params: int
-    macs: int
-    timing: Timing
-    threads: int
-    vs_first: float
-
-
-def detector_latency(backbones: Sequence[str], *, num_classes: int = 1, stacks: int = 1, input_size: int = 512,
-                     top_k: int = 100, threads: int | None = None, min_time: float = 2.0) -> list[DetectorLatency]:
-    """Eval-mode, inference-mode batch-1 latency of (randomly initialised) detectors on each of ``backbones`` at
-    ``input_size``, heads and top-K decoding included: warm-up, then at least ``min_time`` seconds each, timed
-    side by side in alternating bursts (``time_interleaved``) so every detector sees the same machine load;
-    median and p90 per detector."""
-    if not backbones:
-        raise LightnetsError("give at least one backbone to time")
-    models = {name: create_detector(name, num_classes, stacks=stacks).eval() for name in dict.fromkeys(backbones)}
-    counts = {name: count(model, input_size) for name, model in models.items()}
-    x = torch.randn(1, 3, input_size, input_size)
-
-    def runner(model: CenterNet) -> Callable[[], list[Detections]]:
-        return lambda: decode(model(x)[-1], stride=model.output_stride, top_k=top_k)
-
-    with thread_count(threads), torch.inference_mode():
-        timed = time_interleaved({name: runner(model) for name, model in models.items()}, min_time=min_time)
-        used = torch.get_num_threads()
-    return [DetectorLatency(name, input_size, stacks, counts[name].params, counts[name].macs, timed.timings[name],
-                            used, timed.ratios[name]) for name in models]

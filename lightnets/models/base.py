@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -133,6 +134,18 @@ class LightNet(nn.Module):
         nn.init.zeros_(fc.bias)
         self.head.fc = fc.to(self.head.fc.weight.device, self.head.fc.weight.dtype)
         self.num_classes = num_classes
+
+
+def cifar_strides(strides: Sequence[int], cifar: bool) -> list[int]:
+    """The blocks' strides as built. For the ``_cifar`` variants (32x32 inputs) the first stride-2 block runs at
+    stride 1, which with the stem also at stride 1 takes the total stride from 32 to 8 (a 4x4 final map), as the
+    source experiments did."""
+    built, dropped = [], not cifar
+    for stride in strides:
+        if stride == 2 and not dropped:
+            stride, dropped = 1, True
+        built.append(stride)
+    return built
 
 
 def build_stages(

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..errors import LightnetsError
 from ..layers import CLCBlock, ConvBnAct, init_weights
-from .base import ClassifierHead, LightNet, build_stages
+from .base import ClassifierHead, LightNet, build_stages, cifar_strides
 from .registry import Published, register_model
 
 
@@ -60,11 +60,7 @@ class ClcNet(LightNet):
         stem_stride = 1 if cifar else 2
         self.stem = ConvBnAct(in_chans, specs[0].in_chs, 3, stem_stride)
         blocks = []
-        first_downsample = True
-        for spec in specs:
-            stride = spec.stride
-            if cifar and stride == 2 and first_downsample:
-                stride, first_downsample = 1, False
+        for spec, stride in zip(specs, cifar_strides([s.stride for s in specs], cifar), strict=True):
             block = CLCBlock(spec.in_chs, spec.out_chs, stride, spec.g1, spec.g2)
             blocks.append((block, stride, spec.stride == 2))
         self.stages, self.feature_info = build_stages(blocks, specs[0].in_chs, stem_stride)

@@ -8,7 +8,7 @@ from typing import NamedTuple
 from torch import nn
 
 from ..layers import ConvBnAct, InvertedResidual, init_weights, make_divisible
-from .base import ClassifierHead, LightNet, build_stages, check_multiplier
+from .base import ClassifierHead, LightNet, build_stages, check_multiplier, cifar_strides
 from .registry import Published, register_model
 
 
@@ -81,13 +81,13 @@ class EfficientNet(LightNet):
         total_blocks = sum(depths)
         blocks = []
         in_chs = stem_chs
-        dropped_stride = not cifar
+        paper_strides = [spec.stride if j == 0 else 1 for spec, depth in zip(B0_STAGES, depths, strict=True)
+                         for j in range(depth)]
+        strides = iter(cifar_strides(paper_strides, cifar))
         for spec, depth in zip(B0_STAGES, depths, strict=True):
             out = make_divisible(spec.out * width_mult)
             for j in range(depth):
-                stride = spec.stride if j == 0 else 1
-                if stride == 2 and not dropped_stride:
-                    stride, dropped_stride = 1, True
+                stride = next(strides)
                 block = InvertedResidual(
                     in_chs, in_chs * spec.expand_ratio, out, spec.kernel, stride, act=nn.SiLU,
                     se_chs=max(1, in_chs // 4), se_act=nn.SiLU, se_gate=nn.Sigmoid,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..layers import ConvBnAct, DepthwiseSeparable, init_weights
-from .base import ClassifierHead, LightNet, build_stages, check_multiplier
+from .base import ClassifierHead, LightNet, build_stages, check_multiplier, cifar_strides
 from .registry import Published, register_model
 
 # (output channels, stride) of the 13 depthwise separable layers, the paper's Table 1.
@@ -38,12 +38,8 @@ class MobileNetV1(LightNet):
         self.stem = ConvBnAct(in_chans, width(32), 3, stem_stride)
         blocks = []
         in_chs = width(32)
-        first_downsample = True
-        for out, stride in MOBILENET_V1_LAYERS:
-            actual = stride
-            if cifar and stride == 2 and first_downsample:
-                actual = 1
-            first_downsample = first_downsample and stride == 1
+        strides = cifar_strides([stride for _, stride in MOBILENET_V1_LAYERS], cifar)
+        for (out, stride), actual in zip(MOBILENET_V1_LAYERS, strides, strict=True):
             blocks.append((DepthwiseSeparable(in_chs, width(out), actual), actual, stride == 2))
             in_chs = width(out)
         self.stages, self.feature_info = build_stages(blocks, width(32), stem_stride)

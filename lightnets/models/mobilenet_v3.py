@@ -7,7 +7,7 @@ from typing import NamedTuple
 from torch import nn
 
 from ..layers import ConvBnAct, InvertedResidual, get_act, init_weights, make_divisible
-from .base import ClassifierHead, LightNet, build_stages, check_multiplier
+from .base import ClassifierHead, LightNet, build_stages, check_multiplier, cifar_strides
 from .registry import Published, register_model
 
 
@@ -82,11 +82,8 @@ class MobileNetV3(LightNet):
         self.stem = ConvBnAct(in_chans, stem_chs, 3, stem_stride, act=nn.Hardswish)
         blocks = []
         in_chs, paper_in_chs = stem_chs, 16
-        dropped_stride = not cifar
-        for i, spec in enumerate(specs):
-            stride = spec.stride
-            if stride == 2 and not dropped_stride:
-                stride, dropped_stride = 1, True
+        strides = cifar_strides([spec.stride for spec in specs], cifar)
+        for i, (spec, stride) in enumerate(zip(specs, strides, strict=True)):
             expand = make_divisible(in_chs * spec.expand / paper_in_chs)
             out = make_divisible(spec.out * width_mult)
             block = InvertedResidual(

@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from .._io import JsonLog
 from .._version import __version__
 from ..data import Dataset, load_data
 from ..errors import LightnetsError
 from ..models import create_model
 from ..models.mnas_space import Arch
-from ..train import ClassificationTask, Recipe, RunSetup, get_recipe, load_checkpoint, save_checkpoint, train
+from ..train import FineTune, get_recipe, load_checkpoint, save_checkpoint, train
 from ..train.checkpoint import checkpoint_paths, restore_model
 from ..train.run import Run
 from .bisection import bisect_threshold
@@ -60,21 +60,14 @@ FINETUNE: dict[str, Any] = {"epochs": 10, "lr": 0.02, "warmup": 0.0}
 KEPT_META = ("model", "num_classes", "classes", "image_size", "mean", "std", "recipe", "data")
 
 
-class StartFrom(RunSetup):
-    """A fine-tune: the run starts from ``weights`` and keeps the source checkpoint's normalisation."""
+class StartFrom(FineTune):
+    """A fine-tune of a pruned network: its weights, the source checkpoint's normalisation."""
 
     kind = "adapt"
 
     def __init__(self, weights: dict[str, torch.Tensor], mean: list[float], std: list[float], source: str) -> None:
-        self.weights, self.mean, self.std, self.source = weights, mean, std, source
-
-    def normalisation(self, dataset: Dataset) -> tuple[list[float], list[float]]:
-        return self.mean, self.std
-
-    def build(self, net: nn.Module, dataset: Dataset, rec: Recipe, mean: list[float], std: list[float],
-              device: torch.device) -> ClassificationTask:
-        net.load_state_dict(self.weights)
-        return ClassificationTask(rec.label_smoothing)
+        super().__init__(weights, mean, std)
+        self.source = source
 
     def record(self) -> dict[str, Any]:
         return {"source": self.source}
@@ -151,15 +144,6 @@ def _space_of(model: str) -> SearchSpace:
     return next(s for s in SPACES.values() if s.model == model)
 
 
-def _read_iterations(path: Path, done: int) -> list[dict[str, Any]]:
-    """The logged iterations up to ``done`` (the saved network's); a line written after it (a crash) is dropped."""
-    if not path.exists():
-        return []
-    records = [r for r in map(json.loads, filter(str.strip, path.read_text().splitlines())) if r["iteration"] <= done]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return records
-
-
 def adapt(checkpoint: str | Path, target_ms: float, data: str | Path | Dataset | None = None, *,
           out: str | Path | None = None, resume: bool = False, step: float = 0.04, decay: float = 0.96,
           granularity: int = 8, short: ProxyBudget | None = None, finetune: dict[str, Any] | None = None,
@@ -218,7 +202,8 @@ def adapt(checkpoint: str | Path, target_ms: float, data: str | Path | Dataset |
             model = restore_model(create_model(name, num_classes=meta["num_classes"], **current["model_args"]),
                                   weights, current, run_dir / CURRENT, name)
             done = current["adapt"]["iteration"]
-        records = _read_iterations(run_dir / LOG, done)
+        log_file = run.log(LOG)
+        records = log_file.keep(r for r in log_file.read() if r["iteration"] <= done)  # later lines: a crash
         log(f"adapt: resuming {run_dir} after iteration {len(records)}")
     else:
         config = same | {"model": name, "source_ms": source_ms, "device": device_description(device, threads, clock),
@@ -261,8 +246,7 @@ def adapt(checkpoint: str | Path, target_ms: float, data: str | Path | Dataset |
         current_ms = kept["latency_ms"]
         records.append({"iteration": iteration} | kept | {"target_reduction_ms": reduction, "proposals": tried,
                                                            "seconds": round(time.perf_counter() - start, 1)})
-        with (run_dir / LOG).open("a") as f:  # the log line first: a crash before the checkpoint redoes the iteration
-            f.write(json.dumps(records[-1]) + "\n")
+        JsonLog(run_dir / LOG).append(records[-1])  # the line first: a crash before the checkpoint redoes it
         save_checkpoint(run_dir / CURRENT, model.state_dict(),
                         base_meta | {"model_args": {"arch": kept["arch"]},
                                      "adapt": {"iteration": iteration, "latency_ms": current_ms}})

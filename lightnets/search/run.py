@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._io import JsonLog
+from .._plot import headless_pyplot
 from .._version import __version__
 from ..bench.benchmark import pareto_front
 from ..data import Dataset, cache_dir
 from ..models.mnas_space import Arch
-from ..train.plots import headless_pyplot
 from ..train.run import Run
 from .evolution import Candidate, arch_key, check_settings, regularized_evolution
 from .latency import (
@@ -83,12 +84,7 @@ class SearchResult:
 
 def read_log(path: Path) -> dict[str, float]:
     """``arch_key`` -> accuracy of every candidate in a search log (what a resumed search reuses)."""
-    known = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            known[arch_key(Arch.from_dict(record["arch"]))] = record["accuracy"]
-    return known
+    return {arch_key(Arch.from_dict(r["arch"])): r["accuracy"] for r in JsonLog(path).read()}
 
 
 def plot_pareto(candidates: list[Candidate], path: str | Path, target_ms: float, title: str = "") -> Path | None:
@@ -142,7 +138,7 @@ def search(space: str | SearchSpace = "mobilenetv3_cifar", data: str | Path | Da
     known: dict[str, float] = {}
     if run is not None:  # only accuracies from a folder whose space, data and proxy match
         run.require(same)
-        known = read_log(run.dir / LOG) if (run.dir / LOG).exists() else {}
+        known = read_log(run.dir / LOG)
     proxy = accuracy is None
     if proxy:  # the data first, so a bad source leaves no folder behind
         subset = proxy_data(data, budget, size)

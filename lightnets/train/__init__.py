@@ -4,6 +4,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .classify import (
     ClassificationTask,
     EvalResult,
+    FineTune,
     RunSetup,
     TrainResult,
     evaluate,
@@ -24,6 +25,7 @@ __all__ = [
     "ClassificationTask",
     "Distillation",
     "Ema",
+    "FineTune",
     "EvalResult",
     "LoopConfig",
     "NonFiniteLoss",

@@ -150,6 +150,28 @@ class RunSetup:
         return {}
 
 
+class FineTune(RunSetup):
+    """A run that starts from trained ``weights`` and keeps the normalisation they were trained with (NetAdapt's
+    short fine-tunes, specialists); ``start`` puts the weights into the new network."""
+
+    kind = "finetune"
+
+    def __init__(self, weights: dict[str, torch.Tensor], mean: list[float], std: list[float]) -> None:
+        self.weights = {k: v.detach().cpu() for k, v in weights.items()}
+        self.mean, self.std = mean, std
+
+    def normalisation(self, dataset: Dataset) -> tuple[list[float], list[float]]:
+        return self.mean, self.std
+
+    def start(self, net: nn.Module) -> None:
+        net.load_state_dict(self.weights)
+
+    def build(self, net: nn.Module, dataset: Dataset, rec: Recipe, mean: list[float], std: list[float],
+              device: torch.device) -> Task:
+        self.start(net)
+        return ClassificationTask(rec.label_smoothing)
+
+
 @dataclass
 class TrainResult:
     run_dir: Path

@@ -232,26 +232,30 @@ class Distillation(RunSetup):
 
 def distill(student: str | None = None, teachers: str | Path | Sequence[str | Path] | None = None,
             data: str | Path | Dataset | None = None, recipe: str | Recipe = "fast", *,
-            temperature: float | None = None, alpha: float | None = None, combine: str = "probs",
-            distill_recipe: str = "default", resume: str | Path | None = None, **overrides: Any) -> TrainResult:
+            temperature: float | None = None, alpha: float | None = None, combine: str | None = None,
+            distill_recipe: str | None = None, resume: str | Path | None = None, **overrides: Any) -> TrainResult:
     """Train ``student`` (a model name) on ``data`` taught by one or more ``teachers`` (checkpoints).
 
     ``distill_recipe`` picks temperature and alpha from ``DISTILL_RECIPES`` ('default':
     T=4, alpha=0.9; 'hinton-asr': T=20, alpha=0.5); ``temperature`` and ``alpha`` override it.
-    ``combine`` averages the teachers' 'probs' or 'logits'. Everything else is as for ``train``
+    ``combine`` averages the teachers' 'probs' (default) or 'logits'. Everything else is as for ``train``
     (``recipe``, ``out``, ``exist_ok``, ``device``, recipe fields such as ``epochs=5``), and the
-    result is ``train``'s. ``resume`` continues a distillation run with the teachers its config names.
+    result is ``train``'s. ``resume`` continues a distillation run with the teachers, temperature, alpha and
+    combination its config names (giving any of them again is refused).
     """
     if resume is not None:
+        if any(v is not None for v in (temperature, alpha, combine, distill_recipe)) or teachers:
+            raise LightnetsError("a resumed distillation keeps its teachers, temperature, alpha and combine")
         record = Run.resume(resume, Distillation.kind).record
         return train(resume=resume, setup=Distillation.from_record(record["distill"]), **overrides)
     if student is None or not teachers or data is None:
         raise LightnetsError("distill needs a student model name, at least one teacher checkpoint and a data source")
+    distill_recipe = distill_recipe or "default"
     if distill_recipe not in DISTILL_RECIPES:
         raise LightnetsError(f"unknown distillation recipe {distill_recipe!r}; "
                              f"choose from {', '.join(DISTILL_RECIPES)}")
     given = {"temperature": temperature, "alpha": alpha}
     params = DISTILL_RECIPES[distill_recipe] | {k: v for k, v in given.items() if v is not None}
     paths = [teachers] if isinstance(teachers, str | Path) else list(teachers)
-    setup = Distillation(paths, params["temperature"], params["alpha"], combine, distill_recipe)
+    setup = Distillation(paths, params["temperature"], params["alpha"], combine or "probs", distill_recipe)
     return train(student, data, recipe, setup=setup, **overrides)

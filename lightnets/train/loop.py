@@ -23,7 +23,6 @@ a non-finite-loss stop naming the epoch and step, ``metrics.jsonl``, atomic chec
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -36,9 +35,11 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._io import JsonLog
 from ..errors import LightnetsError
 from .checkpoint import load_optimizer, load_state, optimizer_tensors, save_checkpoint, save_state
 
+METRICS = "metrics.jsonl"
 Task = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 Evaluate = Callable[[nn.Module], dict[str, float]]
 
@@ -153,7 +154,8 @@ def fit(model: nn.Module, task: Task, batches: BatchSource, optimizer: torch.opt
             ema.module.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         load_optimizer(optimizer, tensors, info["optimizer"])
         start_epoch, step, best, elapsed, used = (info[k] for k in ("epoch", "step", "best", "elapsed", "used"))
-        history = _read_history(run_dir / "metrics.jsonl", start_epoch)
+        log = JsonLog(run_dir / METRICS)
+        history = log.keep(r for r in log.read() if r["epoch"] <= start_epoch)  # later lines: a crash
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     show = config.progress and rank == 0
 
@@ -247,8 +249,7 @@ def _save_epoch(run_dir: Path, model: nn.Module, ema: Ema | None, optimizer: tor
 
     Without the monitored metric (no evaluation) ``best`` is simply the latest.
     """
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    JsonLog(run_dir / METRICS).append(record)
     ckpt_meta = meta | {"epoch": record["epoch"], "metrics": record}
     if record.get(config.monitor, math.inf) > best:
         save_checkpoint(run_dir / "best", judged.state_dict(), ckpt_meta)
@@ -262,13 +263,3 @@ def _save_epoch(run_dir: Path, model: nn.Module, ema: Ema | None, optimizer: tor
                {"epoch": record["epoch"], "step": record["step"], "best": best, "elapsed": record["elapsed_s"],
                 "used": record["budget_s"],
                 "optimizer": opt_info})
-
-
-def _read_history(path: Path, epochs_done: int) -> list[dict]:
-    """The metrics of the epochs the saved state covers; lines written after it (a crash) are dropped."""
-    if not path.is_file():
-        return []
-    history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    history = [r for r in history if r["epoch"] <= epochs_done]
-    path.write_text("".join(json.dumps(r) + "\n" for r in history))
-    return history

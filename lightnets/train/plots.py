@@ -6,19 +6,7 @@ from pathlib import Path
 
 import torch
 
-
-def headless_pyplot():  # noqa: ANN201 - matplotlib's pyplot module, or None
-    """``matplotlib.pyplot`` on the Agg backend (files only, no display needed), or None where matplotlib is
-    not installed: plots are extras, and a run without them must not fail."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
+from .._plot import headless_pyplot
 
 # Figures the loop adds to every record about speed, not about what the model learns.
 _NOT_CURVES = {"train_img_s"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .._io import write_text_atomically
+from .._io import JsonLog, write_text_atomically
 from ..errors import LightnetsError
 from .loop import BatchSource, Evaluate, LoopConfig, Task, fit, rank_and_world
 from .recipes import Recipe
@@ -147,8 +147,8 @@ class Run:
             raise LightnetsError("a resumed run keeps its recipe; only --epochs may grow")
         return rec
 
-    def log(self, name: str) -> RunLog:
-        return RunLog(self.dir / name)
+    def log(self, name: str) -> JsonLog:
+        return JsonLog(self.dir / name)
 
     def fit(self, model: nn.Module, task: Task, batches: BatchSource, optimizer: torch.optim.Optimizer,
             schedule: Callable[[float], float], config: LoopConfig, *, evaluate: Evaluate | None = None,
@@ -156,25 +156,3 @@ class Run:
         """``lightnets.train.loop.fit`` in this folder, continuing its saved state when the run is resumed."""
         return fit(model, task, batches, optimizer, schedule, config, self.dir, evaluate=evaluate, meta=meta,
                    resume=self.resumed)
-
-
-class RunLog:
-    """A JSONL log of a run: one record per line, appended and flushed as each result comes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def read(self) -> list[dict[str, Any]]:
-        if not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-
-    def append(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def keep(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Rewrite the log with ``records`` only (on resume: drop lines written after the last saved state)."""
-        kept = list(records)
-        write_text_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        return kept

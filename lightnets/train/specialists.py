@@ -20,17 +20,9 @@ from torch import nn
 
 from ..data import Dataset, Split, load_data
 from ..errors import LightnetsError
-from .checkpoint import checkpoint_paths
-from .classify import (
-    ClassificationTask,
-    RunSetup,
-    TrainResult,
-    load_model,
-    split_logits,
-    train,
-)
+from .checkpoint import checkpoint_paths, load_model
+from .classify import FineTune, TrainResult, split_logits, train
 from .distill import check_same_classes
-from .loop import Task
 from .recipes import Recipe, get_recipe
 from .run import pick_device, prepare_run_dir
 
@@ -181,22 +173,18 @@ def enriched_split(split: Split, group: Sequence[int], num_classes: int, seed: i
     return Split(split.images[idx], specialist_labels(split.labels[idx], group, num_classes))
 
 
-class Specialist(RunSetup):
+class Specialist(FineTune):
     """Fine-tune the generalist into a specialist for ``group``: its weights, its normalisation, a new head."""
 
     kind = "specialist"
 
     def __init__(self, generalist: nn.Module, path: Path, group: Sequence[int]) -> None:
-        self.weights = {k: v.detach().cpu() for k, v in generalist.state_dict().items()}
-        self.meta, self.path, self.group = generalist.checkpoint_meta, path, list(group)
+        meta = generalist.checkpoint_meta
+        super().__init__(generalist.state_dict(), meta["mean"], meta["std"])
+        self.meta, self.path, self.group = meta, path, list(group)
 
-    def normalisation(self, dataset: Dataset) -> tuple[list[float], list[float]]:
-        return self.meta["mean"], self.meta["std"]
-
-    def build(self, net: nn.Module, dataset: Dataset, rec: Recipe, mean: list[float], std: list[float],
-              device: torch.device) -> Task:
+    def start(self, net: nn.Module) -> None:
         init_specialist(net, self.weights, self.group)
-        return ClassificationTask(rec.label_smoothing)
 
     def record(self) -> dict[str, Any]:
         return {"generalist": str(self.path), "group": [self.meta["classes"][c] for c in self.group],
