@@ -171,6 +171,12 @@ def test_doctor_lists_the_machine_and_measures(capsys, monkeypatch):
     assert len(rows) == 4 * len(probe.thread_options(machine.usable_cores()))
     assert rows[0][""] == "fastest" and rows[0]["x fastest"] == "1.00"
     assert {r["precision"].split()[0] for r in rows} == {"fp32", "bf16"}
+    pytest.importorskip("onnxruntime")
+    from lightnets.bench.doctor import deploy_table
+
+    deploy = deploy_table("mobilenetv1_025_cifar", min_time=0.05)
+    assert {"eager", "onnxruntime"} <= {r["runtime"] for r in deploy} and deploy[0][""] == "fastest"
+    assert all(r["status"] == "ok" or r["status"].startswith("skipped") for r in deploy)
 
 
 def test_runtime_auto_picks_an_installed_runtime_once(tmp_path, capsys):

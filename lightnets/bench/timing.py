@@ -42,6 +42,8 @@ def synchronizer(device: str | torch.device) -> Callable[[], None]:
     """What to call after a step so the clock sees finished work (CUDA runs asynchronously)."""
     if torch.device(device).type == "cuda":
         return torch.cuda.synchronize
+    if torch.device(device).type == "mps":
+        return torch.mps.synchronize
     return lambda: None
 
 
