@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..models import create_model, model_info
-from .machine import ARM_FLAGS, X86_FLAGS, cpu_info, cuda_native_bf16, proc_cpuinfo, usable_cores
+from .machine import cpu_info, cuda_native_bf16, known_flags, proc_cpuinfo, usable_cores
 from .probe import Candidate, candidate_rates, native_precisions, precision_name, thread_options
 
 PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "numpy", "lightnets")
@@ -36,11 +36,10 @@ class DoctorReport:
 def machine_facts() -> dict[str, str]:
     """Devices, CPU model and flags, cores, memory, versions: what a timing depends on."""
     cpu = cpu_info()
-    known = X86_FLAGS if cpu.arch == "x86_64" else ARM_FLAGS
     ids = proc_cpuinfo()
     cpu_id = ", ".join(f"{k} {ids[k]}" for k in ("vendor_id", "cpu family", "model", "stepping") if k in ids)
     facts = {"cpu": cpu.name + (f" ({cpu_id})" if cpu_id else ""), "architecture": cpu.arch,
-             "flags": ", ".join(f"{f} {'yes' if f in cpu.flags else 'no'}" for f in known),
+             "flags": ", ".join(f"{f} {'yes' if f in cpu.flags else 'no'}" for f in known_flags(cpu.arch)),
              "native bf16": "yes" if cpu.native_bf16 else "no (bf16 is emulated: slower than fp32)",
              "int8 dot product (VNNI)": "yes" if cpu.vnni else "no",
              "usable cores": str(usable_cores()),

@@ -27,6 +27,11 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
+def known_flags(arch: str) -> tuple[str, ...]:
+    """The speed-relevant flags looked for on an architecture (``x86_64`` or an ARM one)."""
+    return X86_FLAGS if arch == "x86_64" else ARM_FLAGS
+
+
 @dataclass(frozen=True)
 class CpuInfo:
     """The CPU's model name, the speed-relevant flags it has, and the cores this process may use."""
@@ -47,7 +52,7 @@ class CpuInfo:
 
     def describe(self) -> str:
         """One line for a table caption: model, flags, cores."""
-        flags = " ".join(self.flags) or "none of " + " ".join(X86_FLAGS if self.arch == "x86_64" else ARM_FLAGS)
+        flags = " ".join(self.flags) or "none of " + " ".join(known_flags(self.arch))
         return f"{self.name} ({self.arch}; {flags}; {self.cores} cores)"
 
 
@@ -104,8 +109,7 @@ def cpu_info() -> CpuInfo:
         else:  # Intel Macs spell the flags without underscores ("AVX512VNNI")
             present = set(f"{_sysctl('machdep.cpu.features')} {_sysctl('machdep.cpu.leaf7_features')}".lower().split())
     squeezed = {f.replace("_", "") for f in present}
-    known = X86_FLAGS if arch == "x86_64" else ARM_FLAGS
-    flags = tuple(f for f in known if f in present or f.replace("_", "") in squeezed)
+    flags = tuple(f for f in known_flags(arch) if f in present or f.replace("_", "") in squeezed)
     return CpuInfo(name or platform.processor() or arch, arch, flags, usable_cores(), _memory_gb())
 
 

@@ -14,6 +14,7 @@ options, so a second run starts at once; an entry whose recorded key differs in 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -274,17 +275,20 @@ def _cache_path(key: dict[str, Any]) -> Path:
     return cache_dir() / "speed" / f"{digest}.json"
 
 
-def _read_cached(key: dict[str, Any]) -> SpeedChoice | None:
-    """The cached choice for exactly ``key``; anything unreadable or recorded under another key is ignored."""
+def _cache_get(key: dict[str, Any]) -> dict[str, Any] | None:
+    """The cache entry stored under exactly ``key``; anything unreadable or recorded under another key (another
+    machine, torch or file) is ignored, never trusted."""
     try:
         entry = json.loads(_cache_path(key).read_text())
-        if entry.get("key") != json.loads(json.dumps(key)):
-            return None
-        choice = SpeedChoice.from_dict(entry["choice"])
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError):
         return None
-    choice.how = "cached"
-    return choice
+    return entry if isinstance(entry, dict) and entry.get("key") == json.loads(json.dumps(key)) else None
+
+
+def _cache_put(key: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Store ``entry`` under ``key``; a read-only or full cache costs a measurement next time, nothing more."""
+    with contextlib.suppress(OSError):
+        write_text_atomically(_cache_path(key), json.dumps({"key": key, **entry}, indent=1))
 
 
 def choose_speed(model: nn.Module, input_shape: tuple[int, ...], batch: int, device: str | torch.device = "cpu", *,
@@ -299,16 +303,18 @@ def choose_speed(model: nn.Module, input_shape: tuple[int, ...], batch: int, dev
         key = {"version": CACHE_VERSION, "machine": device_key(device), "model": cache_key,
                "input": list(input_shape), "batch": batch, "processes": processes,
                "given": {"amp": amp, "channels_last": channels_last, "threads": threads}}
-        cached = _read_cached(key)
+        entry = _cache_get(key)
+        try:
+            cached = SpeedChoice.from_dict(entry["choice"]) if entry else None
+        except (KeyError, TypeError):
+            cached = None
         if cached is not None:
+            cached.how = "cached"
             return cached
     choice = probe_speed(model, input_shape, batch, device, amp=amp, channels_last=channels_last, threads=threads,
                          processes=processes, budget_s=budget_s)
     if key is not None and choice.how == "measured":
-        try:
-            write_text_atomically(_cache_path(key), json.dumps({"key": key, "choice": choice.to_dict()}, indent=1))
-        except OSError:  # a read-only or full cache costs a probe next time, nothing more
-            pass
+        _cache_put(key, {"choice": choice.to_dict()})
     return choice
 
 
@@ -342,13 +348,9 @@ def choose_runtime(path: str | Path, threads: int | None = None, min_time: float
     blob = Path(path).read_bytes()
     key = {"version": CACHE_VERSION, "machine": device_key("cpu"), "file": hashlib.sha256(blob).hexdigest(),
            "threads": threads, "runtimes": usable}
-    cache = _cache_path(key)
-    try:
-        entry = json.loads(cache.read_text())
-        if entry.get("key") == key:
-            return entry["runtime"], entry["line"] + " (cached)"
-    except (OSError, ValueError, AttributeError):
-        pass
+    entry = _cache_get(key)
+    if entry and isinstance(entry.get("runtime"), str) and isinstance(entry.get("line"), str):
+        return entry["runtime"], entry["line"] + " (cached)"
     if len(usable) == 1:
         return usable[0], f"runtime: {usable[0]}, the only one installed here"
     import onnx
@@ -363,8 +365,5 @@ def choose_runtime(path: str | Path, threads: int | None = None, min_time: float
                        for r in usable if r != fastest)
     line = (f"runtime auto: {fastest} ({timed.timings[fastest].median_ms:.2f} ms at batch {shape[0]}) - {others}"
             + "".join(f"; {n}" for n in notes))
-    try:
-        write_text_atomically(cache, json.dumps({"key": key, "runtime": fastest, "line": line}))
-    except OSError:
-        pass
+    _cache_put(key, {"runtime": fastest, "line": line})
     return fastest, line

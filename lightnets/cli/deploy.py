@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from ..errors import LightnetsError
 from ..report import format_table
-from .options import (
-    csv_of,
-)
-
-if TYPE_CHECKING:
-    pass
+from .options import csv_of
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from ..errors import LightnetsError
 from ..report import format_table
-
-if TYPE_CHECKING:
-    pass
 
 
 def cmd_models(args: argparse.Namespace) -> int:
