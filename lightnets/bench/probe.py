@@ -339,7 +339,7 @@ def choose_runtime(path: str | Path, threads: int | None = None, min_time: float
     saying what was measured. Cached per file content, machine and thread count."""
     import numpy as np
 
-    from ..deploy.runtimes import input_batch, runtime_runner
+    from ..deploy.runtimes import input_batch, load_onnx, runtime_runner
     from .timing import time_interleaved
 
     usable, notes = deploy_runtimes()
@@ -353,9 +353,7 @@ def choose_runtime(path: str | Path, threads: int | None = None, min_time: float
         return entry["runtime"], entry["line"] + " (cached)"
     if len(usable) == 1:
         return usable[0], f"runtime: {usable[0]}, the only one installed here"
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape
+    graph = load_onnx(path).graph.input[0].type.tensor_type.shape
     shape = [input_batch(path) or 1] + [d.dim_value for d in graph.dim[1:]]
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     runners = {r: runtime_runner(path, r, threads, spin=False) for r in usable}

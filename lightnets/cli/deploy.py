@@ -7,7 +7,7 @@ import sys
 
 from ..errors import LightnetsError
 from ..report import format_table
-from .options import csv_of
+from .options import csv_of, positive_float, positive_int
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -112,26 +112,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", action="append", default=[], help="a checkpoint whose accuracy joins the table")
     p.add_argument("--preset", choices=["source"], default=None,
                    help="'source': the source experiment's CIFAR table (train s/epoch, 10k test images at bs 1 and 32)")
-    p.add_argument("--input-size", type=int, default=None, help="input height and width (default: each model's)")
-    p.add_argument("--batch-sizes", type=csv_of(int, "integers"), default=[1, 32],
+    p.add_argument("--input-size", type=positive_int, default=None, help="input height and width (default: each "
+                   "model's)")
+    p.add_argument("--batch-sizes", type=csv_of(positive_int, "positive integers"), default=[1, 32],
                    help="batch 1 gives latency, larger ones throughput (default 1,32)")
     p.add_argument("--backends", type=csv_of(str, "backend names"), default=["eager"],
                    help=f"comma-separated, from {', '.join(BACKENDS)}, or auto: every one that runs here, the "
                         "fastest named (default eager)")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="intra-op threads (default: torch's)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--train-step", action="store_true", help="also time a training step (img/s, s per CIFAR epoch)")
-    p.add_argument("--train-batch", type=int, default=128, help="batch of the training step (default 128)")
+    p.add_argument("--train-batch", type=positive_int, default=128, help="batch of the training step (default 128)")
     p.add_argument("--train-amp", choices=["auto", "bf16", "fp16", "none"], default="auto",
                    help="the training step's autocast (default auto: the faster here of fp32 and native bf16)")
-    p.add_argument("--min-time", type=float, default=2.0, help="seconds of timed runs per backend and batch")
+    p.add_argument("--min-time", type=positive_float, default=2.0, help="seconds of timed runs per backend and "
+                   "batch")
     p.add_argument("--out", action="append", default=[], help="write the results to FILE.json or FILE.csv")
     p.add_argument("--plot", default=None, help="draw accuracy against latency (needs checkpoints) to FILE.png")
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("doctor", help="this machine: CPU flags, cores, versions, and what runs fastest (~30 s)")
     p.add_argument("--model", default="vovnet27_slim_cifar", help="the model to measure on (default a small one)")
-    p.add_argument("--batch", type=int, default=32, help="training batch of the measurement (default 32)")
+    p.add_argument("--batch", type=positive_int, default=32, help="training batch of the measurement (default 32)")
     p.add_argument("--no-measure", action="store_true", help="the facts only, nothing timed")
     p.set_defaults(func=cmd_doctor)
 
@@ -139,18 +141,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL_OR_CHECKPOINT")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", "-o", default=None, help="the .onnx file (default: MODEL[_fp16|_int8].onnx)")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 or newer (default 18)")
     p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size (default: batch 1)")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="compute in half precision (fp32 inputs/outputs)")
     precision.add_argument("--int8", action="store_true", help="ONNX Runtime static quantization (--calibration)")
-    p.add_argument("--input-size", type=int, default=None, help="input height and width (default: the model's)")
+    p.add_argument("--input-size", type=positive_int, default=None, help="input height and width (default: the "
+                   "model's)")
     p.add_argument("--images", default=None, help="folder of images to check the export on (default: random)")
     p.add_argument("--calibration", default=None, help="folder of images to calibrate int8 on")
-    p.add_argument("--calibration-limit", type=int, default=256, help="at most this many calibration images")
+    p.add_argument("--calibration-limit", type=positive_int, default=256, help="at most this many calibration images")
     p.add_argument("--test", default=None,
                    help="int8: folder of test images (class-named subfolders for accuracy) to compare fp32 and int8 on")
-    p.add_argument("--test-limit", type=int, default=1000, help="at most this many test images")
-    p.add_argument("--atol", type=float, default=None, help="max logit difference accepted (fp32 1e-4, fp16 1e-2)")
-    p.add_argument("--threads", type=int, default=None, help="threads for the int8 speed comparison")
+    p.add_argument("--test-limit", type=positive_int, default=1000, help="at most this many test images")
+    p.add_argument("--atol", type=positive_float, default=None,
+                   help="max logit difference accepted (fp32 1e-4, fp16 1e-2)")
+    p.add_argument("--threads", type=positive_int, default=None, help="threads for the int8 speed comparison")
     p.set_defaults(func=cmd_export)

@@ -6,6 +6,7 @@ import argparse
 
 from ..errors import LightnetsError
 from ..report import format_table
+from .options import positive_int
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -32,5 +33,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("info", help="a model's stages (channels, stride), params and MACs per stage")
     p.add_argument("model")
-    p.add_argument("--input-size", type=int, default=None, help="input height and width (default: the model's)")
+    p.add_argument("--input-size", type=positive_int, default=None, help="input height and width (default: the "
+                   "model's)")
     p.set_defaults(func=cmd_info)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,13 +22,61 @@ def human(n: float) -> str:
     return f"{n:.0f}"
 
 
-def csv_of(kind: type, what: str):
+def checked(kind: Callable[[str], Any], ok: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
+    """An argparse type that parses with ``kind`` and refuses a value failing ``ok`` on parse, in one line
+    (``argument --threads: must be a positive integer, got '0'``), before a bad value can be silently replaced,
+    clamped or turned into a traceback later."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+positive_int = checked(int, lambda v: v > 0, "a positive integer")
+non_negative_int = checked(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+non_negative_float = checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+finite_float = checked(float, math.isfinite, "a finite number")
+fraction = checked(float, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
+
+
+def device_name(text: str) -> str:
+    """An argparse type for ``--device``: a device torch knows that this machine has (``cuda`` without CUDA is
+    refused on parse, not by an AssertionError at the first tensor moved)."""
+    from ..train.checkpoint import usable_device
+
+    try:
+        usable_device(text)
+    except LightnetsError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+# What a recipe field's option accepts beyond its type; what needs several fields (warmup < epochs) is judged by
+# ``Recipe.check``. A float field not named here takes any finite number.
+RECIPE_TYPES: dict[str, Callable[[str], Any]] = {
+    "epochs": positive_int, "batch_size": positive_int, "lr": positive_float, "momentum": non_negative_float,
+    "wd": non_negative_float, "warmup": non_negative_float, "label_smoothing": non_negative_float,
+    "ema": non_negative_float, "grad_clip": positive_float, "crop_pad": non_negative_int,
+    "cutout": non_negative_int, "budget_min": positive_float,
+}
+
+
+def csv_of(kind: Callable[[str], Any], what: str):
     """An argparse type for comma-separated values, e.g. ``--batch-sizes 1,32``."""
 
     def parse(text: str) -> list:
         try:
             return [kind(v) for v in text.split(",") if v.strip()]
-        except ValueError:
+        except (ValueError, argparse.ArgumentTypeError):
             raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
 
     return parse
@@ -57,12 +106,14 @@ def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def add_dataclass_options(p: argparse.ArgumentParser, cls: type, *, exclude: Sequence[str] = (), prefix: str = "",
                           default_help: str = "overrides the recipe", aliases: dict[str, str] | None = None,
-                          defaults: object | None = None) -> None:
+                          defaults: object | None = None, types: dict[str, Callable[[str], Any]] | None = None
+                          ) -> None:
     """One option per field of the dataclass ``cls`` (``batch_size`` -> ``--batch-size``), its type, choices and
     help read from the field: a field added to the dataclass becomes an option of every command that uses it.
     Every option defaults to None, so what is not given falls through to the dataclass's own value; ``prefix``
     names the options and their destinations apart (``--short-lr`` -> ``short_lr``); ``{default}`` in a help text
-    is the field's value in ``defaults`` (an instance of ``cls``; default: ``cls()``)."""
+    is the field's value in ``defaults`` (an instance of ``cls``; default: ``cls()``); ``types`` parses and checks a
+    field's value (see ``checked``; a float field not in it takes any finite number)."""
     hints = typing.get_type_hints(cls)
     instance = defaults if defaults is not None else cls()
     for f in dataclasses.fields(cls):
@@ -85,7 +136,8 @@ def add_dataclass_options(p: argparse.ArgumentParser, cls: type, *, exclude: Seq
             p.add_argument(*flags, dest=dest, type=_optional(pair_of(typing.get_args(base)[0], "numbers")),
                            default=None, help=help_text, metavar="LOW,HIGH")
         else:
-            p.add_argument(*flags, dest=dest, type=_optional(base) if optional else base, default=None,
+            kind = (types or {}).get(f.name, finite_float if base is float else base)
+            p.add_argument(*flags, dest=dest, type=_optional(kind) if optional else kind, default=None,
                            help=help_text)
 
 
@@ -154,7 +206,7 @@ def add_recipe_options(p: argparse.ArgumentParser, recipe_help: str | None = "fa
                    "run's config.json; options given here override them")
     if recipe_help is not None:
         p.add_argument("--recipe", default=None, help=f"named recipe: {recipe_help}")
-    add_dataclass_options(p, Recipe, exclude=exclude)
+    add_dataclass_options(p, Recipe, exclude=exclude, types=RECIPE_TYPES)
     if not {"crop_pad", "flip"} & set(exclude):
         p.add_argument("--no-augment", action="store_true", help="no crop and flip (the source's no-augmentation "
                        "rows)")
@@ -165,8 +217,10 @@ def add_run_options(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--strict", action="store_true", help="stop at the first undecodable image instead of skipping")
     p.add_argument("--out", default=None, help=f"run folder (default runs/{kind}/MODEL[-N])")
     p.add_argument("--exist-ok", action="store_true", help="overwrite an existing run folder")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the fastest measured here)")
+    p.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1, mps (default: the best "
+                   "available)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: the fastest measured "
+                   "here)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -175,9 +229,10 @@ def add_training_options(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--data", default=None, help="image folder, .tar/.tar.gz, CIFAR-10 python archive, "
                    "'sample' (built in) or 'cifar10' (official release, downloaded once)")
     add_recipe_options(p)
-    p.add_argument("--image-size", type=int, default=None, help="decode size (default: the model's input size)")
-    p.add_argument("--val-split", type=float, default=None, help="hold out this fraction of train/ (seeded)")
-    p.add_argument("--train-subset", type=int, default=None, metavar="N",
+    p.add_argument("--image-size", type=positive_int, default=None, help="decode size (default: the model's input "
+                   "size)")
+    p.add_argument("--val-split", type=fraction, default=None, help="hold out this fraction of train/ (seeded)")
+    p.add_argument("--train-subset", type=positive_int, default=None, metavar="N",
                    help="train on N images of the training split, class-balanced (seeded by --seed)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run exactly")
     add_run_options(p, kind)

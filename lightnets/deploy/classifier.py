@@ -61,15 +61,20 @@ def predict_images(model: nn.Module, inputs: Sequence[str | Path], *, topk: int 
 
     Returns the predictions and the files that could not be decoded (``strict`` raises on the first).
     """
+    for name, value in (("topk", topk), ("batch size", batch_size)):
+        if value < 1:
+            raise LightnetsError(f"{name} must be at least 1, got {value}")
     meta = model.checkpoint_meta
+    # Read before the loop: a key the checkpoint lacks is its error, not an "undecodable image".
+    classes, size, mean, std = meta["classes"], meta["image_size"], meta["mean"], meta["std"]
     device = next(model.parameters(), torch.empty(0)).device
     files, skipped, results = image_files(list(inputs)), [], []
-    k = max(1, min(topk, len(meta["classes"])))
+    k = min(topk, len(classes))  # more than there are classes: every class
     for start in range(0, len(files), batch_size):
         arrays, names = [], []
         for f in files[start:start + batch_size]:
             try:
-                arrays.append(torch.from_numpy(decode_image(f, meta["image_size"])))
+                arrays.append(torch.from_numpy(decode_image(f, size)))
                 names.append(f)
             except Exception as err:  # Pillow raises many types for a damaged file
                 if strict:
@@ -77,11 +82,10 @@ def predict_images(model: nn.Module, inputs: Sequence[str | Path], *, topk: int 
                 skipped.append(f)
         if not arrays:
             continue
-        x = normalize(torch.stack(arrays).permute(0, 3, 1, 2).to(device), meta["mean"], meta["std"],
-                      channels_last=False)
+        x = normalize(torch.stack(arrays).permute(0, 3, 1, 2).to(device), mean, std, channels_last=False)
         p, idx = model(x).float().softmax(1).topk(k, 1)
         for f, pi, ii in zip(names, p.tolist(), idx.tolist(), strict=True):
-            results.append((f, [(meta["classes"][i], v) for i, v in zip(ii, pi, strict=True)]))
+            results.append((f, [(classes[i], v) for i, v in zip(ii, pi, strict=True)]))
     return results, skipped
 
 

@@ -28,7 +28,11 @@ from .._io import atomic_output
 from .._version import __version__
 from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import LightnetsError
-from .runtimes import onnx_session
+from .runtimes import load_onnx, onnx_session
+
+# torch's exporter builds opset-18 graphs and converts them to the opset asked for: a newer one works, an older
+# one fails and the exporter quietly writes 18 instead, so older opsets are refused.
+MIN_OPSET = 18
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,12 @@ class DeployInfo:
         if missing:
             raise LightnetsError(f"the ONNX file has no lightnets metadata ({', '.join(sorted(missing))} missing); "
                                  "export it with `lightnets export`")
-        return cls(meta["model_name"], int(meta["input_size"]), json.loads(meta["class_names"]),
-                   tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"])),
-                   json.loads(meta.get("model_args", "{}")), float(meta["top1"]) if "top1" in meta else None)
+        try:
+            return cls(meta["model_name"], int(meta["input_size"]), json.loads(meta["class_names"]),
+                       tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"])),
+                       json.loads(meta.get("model_args", "{}")), float(meta["top1"]) if "top1" in meta else None)
+        except (TypeError, ValueError) as err:  # json's JSONDecodeError is a ValueError
+            raise LightnetsError(f"the ONNX file's lightnets metadata is damaged ({err}); export it again") from None
 
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -197,27 +204,41 @@ def export_onnx(
     with torch.no_grad():
         reference = model.eval()(check_inputs).float().numpy()
     to_export = _Half(copy.deepcopy(folded)) if precision == "fp16" else folded
-    with atomic_output(path) as tmp:
-        export_graph(to_export, example, tmp, opset, dynamic_batch)
-        if precision == "int8":
-            _quantize_int8(tmp, calibration, dynamic_batch)
-        write_metadata(tmp, info.metadata() | {"precision": precision})
-        got = _run_for_check(tmp, check_inputs.numpy(), dynamic_batch)
-        diff = float(np.abs(got - reference).max())
-        agree = top1_agreement(got, reference)
-        limit = DEFAULT_ATOL.get(precision) if atol is None else atol
-        if limit is not None:
-            limit = tolerance(limit, reference)
-        if limit is not None and not diff <= limit:
-            raise LightnetsError(f"export failed the numeric check: max |logit difference| {diff:.3g} > {limit:g} "
-                                 f"({precision}); nothing was written to {str(path)!r}")
+    try:
+        with atomic_output(path) as tmp:
+            export_graph(to_export, example, tmp, opset, dynamic_batch)
+            if precision == "int8":
+                _quantize_int8(tmp, calibration, dynamic_batch)
+            write_metadata(tmp, info.metadata() | {"precision": precision})
+            got = _run_for_check(tmp, check_inputs.numpy(), dynamic_batch)
+            diff = float(np.abs(got - reference).max())
+            agree = top1_agreement(got, reference)
+            limit = DEFAULT_ATOL.get(precision) if atol is None else atol
+            if limit is not None:
+                limit = tolerance(limit, reference)
+            if limit is not None and not diff <= limit:
+                raise LightnetsError(f"export failed the numeric check: max |logit difference| {diff:.3g} > "
+                                     f"{limit:g} ({precision}); nothing was written to {str(path)!r}")
+    except OSError as err:  # a full disk, a read-only folder: Python's error names only the temporary file
+        raise LightnetsError(f"cannot write {path}: {err.strerror or err}") from None
     return ExportResult(path, precision, opset, n_folded, diff, agree)
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset the exporter would not write as asked (see ``MIN_OPSET``) or that onnx does not know."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise LightnetsError(f"ONNX opset {opset} is not supported: torch's exporter writes opsets {MIN_OPSET} to "
+                             f"{newest} here")
 
 
 def export_graph(model: nn.Module, example: torch.Tensor, path: Path, opset: int, dynamic_batch: bool = False,
                  output_names: Sequence[str] = ("logits",)) -> None:
     """``model`` (eval mode) traced on ``example`` into the ONNX file ``path``: one input named ``input``, the
     outputs named ``output_names``, the batch axis free with ``dynamic_batch``; the exporter's chatter hidden."""
+    check_opset(opset)
     names = ["input", *output_names]
     axes = {name: {0: "batch"} for name in names} if dynamic_batch else None
     with _quiet():
@@ -251,10 +272,7 @@ def write_metadata(path: Path, meta: dict[str, str]) -> None:
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file as a dict."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
+    return {p.key: p.value for p in load_onnx(path).metadata_props}
 
 
 def _quantize_int8(path: Path, calibration: np.ndarray, dynamic_batch: bool) -> None:

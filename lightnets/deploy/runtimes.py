@@ -20,11 +20,21 @@ from ..errors import LightnetsError
 RUNTIMES = ("onnxruntime", "openvino", "openvino_bf16")
 
 
+def load_onnx(path: str | Path) -> Any:
+    """The ONNX model at ``path`` (without external data); a file that is not one (truncated, or another format)
+    is one error naming it, where onnx raises protobuf's ``DecodeError``."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except DecodeError as err:
+        raise LightnetsError(f"{path} is not a readable ONNX file (truncated or damaged?): {err}") from None
+
+
 def input_batch(path: str | Path) -> int | None:
     """The batch size an ONNX file was exported for, or None when it takes any batch."""
-    import onnx
-
-    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    dim = load_onnx(path).graph.input[0].type.tensor_type.shape.dim[0]
     return dim.dim_value if dim.HasField("dim_value") else None
 
 

@@ -87,6 +87,9 @@ class Recipe:
             (0 <= self.warmup < self.epochs, f"warmup must be in [0, epochs={self.epochs}), got {self.warmup}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.ema < 1, f"EMA decay must be in [0, 1), got {self.ema}"),
+            (self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}"),
+            (self.grad_clip is None or 0 < self.grad_clip < math.inf,
+             f"gradient clipping must be a finite norm > 0 (or none), got {self.grad_clip}"),
             (self.amp in AMP, f"amp must be one of auto, none, bf16, fp16; got {self.amp!r}"),
             (self.channels_last in LAYOUTS, f"channels_last must be auto, True or False; got {self.channels_last!r}"),
             (self.cutout >= 0 and self.crop_pad >= 0, "cutout and crop padding must be >= 0"),
@@ -122,16 +125,18 @@ def get_recipe(recipe: str | Recipe, **overrides: Any) -> Recipe:
     return recipe.replace(**overrides)
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimizer, with weight decay on weights only (not on norms and biases)."""
+def make_optimizer(model: nn.Module, recipe: Recipe, betas: tuple[float, float] = (0.9, 0.999)
+                   ) -> torch.optim.Optimizer:
+    """The recipe's optimizer, with weight decay on weights only (not on norms and biases); ``betas`` are Adam's
+    (adversarial training wants a shorter memory than the default)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": recipe.wd},
               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
     if recipe.opt == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
     if recipe.opt == "adam":
-        return torch.optim.Adam(groups, lr=recipe.lr)
-    return torch.optim.AdamW(groups, lr=recipe.lr)
+        return torch.optim.Adam(groups, lr=recipe.lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=recipe.lr, betas=betas)
 
 
 def make_schedule(recipe: Recipe) -> Callable[[float], float]:
