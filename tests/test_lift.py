@@ -260,6 +260,42 @@ def test_train_eval_predict_and_resume_through_the_command_line(tmp_path, h36m, 
     assert main(["lift", "predict", str(run), str(keypoints), "--out", str(out)]) == 0
     lifted = json.loads(out.read_text())
     assert np.asarray(lifted["poses3d"]).shape == (5, 16, 3) and lifted["joints"] == list(JOINTS)
+    assert (tmp_path / "lifted.png").read_bytes()[:4] == b"\x89PNG"  # matplotlib is in the dev extra
     assert main(["lift", "predict", str(run), str(keypoints), "--out", str(keypoints)]) == 2
     assert "input file" in capsys.readouterr().err
     assert main(["lift", "eval", str(tmp_path / "nothing"), "--data", str(h36m)]) == 2
+
+
+def test_convert_a_3d_pose_baseline_folder(tmp_path, capsys):
+    """cameras.h5 (R as stored there: transposed), 32-joint 3D at 50 Hz and per-camera detection files, one camera's
+    file missing: the npz holds every 5th frame, the projections agree, and the missing camera's rows are invalid."""
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(3)
+    root = tmp_path / "h36m"
+    cams = [camera_looking_at_origin(y) for y in (0.3, 1.9, 3.5, 5.0)]
+    with h5py.File(root.mkdir() or root / "cameras.h5", "w") as h:
+        for s in (1, 5, 6, 7, 8, 9, 11):
+            for ci, cam in enumerate(cams):
+                for a in "RTfckp":
+                    value = cam[a].T if a == "R" else cam[a].reshape(-1, 1)
+                    h[f"subject{s}/camera{ci + 1}/{a}"] = value
+    world17 = generated_poses(50, rng)
+    world32 = np.zeros((50, 32, 3), np.float32)
+    world32[:, [0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27]] = world17
+    (root / "S9" / "MyPoses" / "3D_positions").mkdir(parents=True)
+    (root / "S9" / "StackedHourglass").mkdir(parents=True)
+    with h5py.File(root / "S9/MyPoses/3D_positions/Walking 1.h5", "w") as h:
+        h["3D_positions"] = world32.reshape(50, 96).T
+    for ci, camera in enumerate(("54138969", "55011271", "58860488")):  # the fourth camera's file is missing
+        projected = Camera(**cams[ci]).project(world17.astype(np.float64))[:, MPII_FROM_H36M17]
+        with h5py.File(root / f"S9/StackedHourglass/Walking_1.{camera}.h5", "w") as h:
+            h["poses"] = projected.round()
+    assert main(["lift", "convert", str(root), "--out", str(tmp_path / "h36m.npz")]) == 0
+    assert "1 sequences, 10 frames, 10 invalid" in capsys.readouterr().out
+    sh = read_h36m(tmp_path / "h36m.npz", "sh", (9,))
+    gt = read_h36m(tmp_path / "h36m.npz", "gt", (9,))
+    assert len(gt) == 40 and len(sh) == 30 and sh.skipped == 10
+    assert np.abs(gt.pose2d[:30] - sh.pose2d).max() <= 0.5 and set(gt.action.tolist()) == {14}
+    (root / "cameras.h5").unlink()
+    assert main(["lift", "convert", str(root), "--out", str(tmp_path / "again.npz")]) == 2
+    assert "no cameras.h5" in capsys.readouterr().err

@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save_file
 
 import lightnets
 from lightnets.cli import main
-from lightnets.train import get_recipe, save_checkpoint
+from lightnets.errors import LightnetsError
+from lightnets.train import get_recipe, save_checkpoint, train
 
 MODEL = "mobilenetv1_025_cifar"
 
@@ -124,6 +125,14 @@ def test_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch, on
                             "--threads", "1", "--quiet", "--out", str(run)],
                    f"cannot write {run / 'best.safetensors'}: Error while serializing: I/O error: No space left")
 
+    # The decoded-data cache, written before training starts: the message names the cache file.
+    monkeypatch.setattr(sys.modules["lightnets.data.dataset"], "save_file", no_space_safetensors)
+    monkeypatch.setenv("LIGHTNETS_CACHE", str(tmp_path / "cache2"))
+    one_line_error(capsys, ["train", "--model", MODEL, "--data", str(tmp_path / "data"), "--epochs", "1", "--warmup",
+                            "0", "--amp", "none", "--no-channels-last", "--threads", "1", "--quiet", "--out",
+                            str(tmp_path / "r2")],
+                   f"cannot write {tmp_path / 'cache2' / 'datasets'}")
+
 
 @pytest.mark.parametrize("argv,message", [
     (["train", "--grad-clip", "-1"], "argument --grad-clip: must be a finite number > 0, got '-1'"),
@@ -151,14 +160,20 @@ def test_bad_option_is_refused_on_parse(capsys, argv, message):
 
 
 def test_bad_value_given_to_a_command_is_one_line(checkpoint, capsys):
-    """What only the command can judge: predict's topk and batch size, the device against this machine, the
-    ONNX opsets the exporter writes as asked (older ones it would quietly write as 18)."""
+    """What only the command can judge: predict's topk and batch size, and the ONNX opsets the exporter writes as
+    asked (older ones it would quietly write as 18); Python callers get the device check too."""
     image = str(checkpoint.parent / "image.png")
     one_line_error(capsys, ["predict", str(checkpoint), image, "--topk", "0"], "topk must be at least 1, got 0")
     one_line_error(capsys, ["predict", str(checkpoint), image, "--batch-size", "0"],
                    "batch size must be at least 1, got 0")
     if not torch.cuda.is_available():
-        one_line_error(capsys, ["predict", str(checkpoint), image, "--device", "cuda"], "device cuda is not available")
+        with pytest.raises(LightnetsError, match="device cuda is not available"):
+            lightnets.predict(checkpoint, [image], device="cuda")
     one_line_error(capsys, ["export", str(checkpoint), "--opset", "5", "-o", str(checkpoint.parent / "m.onnx")],
                    "ONNX opset 5 is not supported: torch's exporter writes opsets 18 to")
     assert not (checkpoint.parent / "m.onnx").exists()
+
+
+def test_python_api_refuses_a_non_positive_image_size(tmp_path):
+    with pytest.raises(LightnetsError, match="image size must be a positive number of pixels, got 0"):
+        train(MODEL, str(write_folder(tmp_path / "data")), image_size=0, out=tmp_path / "run")

@@ -229,13 +229,21 @@ def test_cli_train_resume_eval_predict(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["train", "--data", "nowhere"], "data source 'nowhere' does not exist"),
     (["train", "--data", "sample", "--recipe", "slow"], "unknown recipe 'slow'"),
-    (["train", "--data", "sample", "--lr", "0"], "learning rate must be > 0"),
     (["train", "--data", "sample", "--model", "resnet50"], "unknown model 'resnet50'"),
     (["train", "--resume", "nowhere"], "cannot resume nowhere"),
-    (["train", "--data", "sample", "--train-subset", "0"], "--train-subset must be between 1 and the"),
     (["eval", "nowhere", "--data", "sample"], "checkpoint file nowhere.safetensors does not exist"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"lightnets: error: {message}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--data", "sample", "--lr", "0"], "argument --lr: must be a finite number > 0, got '0'"),
+    (["train", "--data", "sample", "--train-subset", "0"], "argument --train-subset: must be a positive integer"),
+])
+def test_cli_refuses_bad_values_on_parse(capsys, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and message in capsys.readouterr().err.splitlines()[-1]

@@ -13,6 +13,7 @@ from .options import (
     add_run_options,
     add_training_options,
     csv_of,
+    device_name,
     recipe_overrides,
     training_kwargs,
 )
@@ -85,6 +86,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     result = evaluate(args.checkpoint, args.data, val_split=args.val_split, tta=args.tta, device=args.device,
                       strict=args.strict)
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} undecodable image(s), first: {result.skipped[0]}")
     print(f"{args.checkpoint} on {args.data}: top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}%, "
           f"loss {result.loss:.4f}, {result.count} images\n")
     print(format_table(result.class_rows()))
@@ -125,7 +128,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on CIFAR-10, an image folder or the built-in sample")
-    p.add_argument("--model", default="vovnet27_slim_cifar", help="any name of `lightnets models`")
+    p.add_argument("--model", default=None, help="any name of `lightnets models` (default vovnet27_slim_cifar)")
     p.add_argument("--arch", default=None, metavar="FILE.json", help="mnas_space models: the architecture (a file "
                    "from `lightnets search`, `lightnets adapt` or written by hand)")
     add_training_options(p, "train")
@@ -165,7 +168,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="average each image with its mirror")
     p.add_argument("--strict", action="store_true")
     p.add_argument("--out", default=None, help="write confusion.txt and confusion.png here")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=device_name, default=None)
     p.set_defaults(func=cmd_eval)
 
     from ..deploy.runtimes import RUNTIMES
@@ -176,7 +179,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--strict", action="store_true")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=device_name, default=None)
     p.add_argument("--backend", choices=["auto", "torch", *RUNTIMES], default=None,
                    help="torch: a checkpoint; otherwise a file from `lightnets export`, run by that runtime "
                         "(openvino_bf16: OpenVINO in bf16, on CPUs with bf16 instructions); default: torch for a "

@@ -6,7 +6,7 @@ import argparse
 
 from ..detect.train import RECIPE_FIELDS_UNUSED
 from ..report import format_table
-from .options import add_recipe_options, csv_of, human, pair_of, recipe_overrides
+from .options import add_recipe_options, csv_of, device_name, human, pair_of, recipe_overrides
 
 
 def _metric_row(metrics: dict[str, float]) -> list[dict[str, str]]:
@@ -32,6 +32,8 @@ def cmd_detect_train(args: argparse.Namespace) -> int:
                             recipe=DETECTION_RECIPE, augment=augment, repeat=args.repeat, top_k=args.top_k,
                             out=args.out, exist_ok=args.exist_ok, resume=args.resume, device=args.device,
                             **overrides)
+    if result.config.get("skipped"):
+        print("skipped " + ", ".join(f"{n} {what}" for what, n in result.config["skipped"].items()))
     print(format_table(_metric_row(result.metrics)))
     print(f"run folder: {result.run_dir}")
     return 0
@@ -98,14 +100,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     d = detect.add_parser("train", help="train a CenterNet on any backbone (COCO json or Kuzushiji csv data)")
     d.add_argument("data", nargs="?", default=None, help="directory or archive (not needed with --resume)")
-    d.add_argument("--backbone", default="mobilenetv3_large_100", help="any name of `lightnets models`")
-    d.add_argument("--stacks", type=int, default=1, help="1 + the number of refinement stages")
-    d.add_argument("--input-size", type=int, default=512, help="letterboxed square input (default 512)")
+    # Defaults None (see lightnets.detect.train.DEFAULTS), so that --resume can tell an option given from one not.
+    d.add_argument("--backbone", default=None, help="any name of `lightnets models` (default mobilenetv3_large_100)")
+    d.add_argument("--stacks", type=int, default=None, help="1 + the number of refinement stages (default 1)")
+    d.add_argument("--input-size", type=int, default=None, help="letterboxed square input (default 512)")
     d.add_argument("--val-data", default=None, help="validation data (default: hold out --val-split of the pages)")
-    d.add_argument("--val-split", type=float, default=0.1)
-    d.add_argument("--class-agnostic", action="store_true", help="every box one class (character localisation)")
-    d.add_argument("--top-k", type=int, default=100, help="detections kept per image (thousands for dense pages)")
-    d.add_argument("--repeat", type=int, default=1, help="passes over the pages per epoch")
+    d.add_argument("--val-split", type=float, default=None, help="fraction of the pages held out (default 0.1)")
+    d.add_argument("--class-agnostic", action="store_true", default=None,
+                   help="every box one class (character localisation)")
+    d.add_argument("--top-k", type=int, default=None,
+                   help="detections kept per image (default 100; thousands for dense pages)")
+    d.add_argument("--repeat", type=int, default=None, help="passes over the pages per epoch (default 1)")
     d.add_argument("--scale", type=pair_of(float, "numbers"), default=(0.75, 1.33), help="random zoom range LOW,HIGH")
     d.add_argument("--flip", type=float, default=0.0, help="horizontal flip probability (keep 0 for text)")
     d.add_argument("--no-augment", action="store_true")
@@ -114,7 +119,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", default=None, help="run folder (default runs/train/detect-BACKBONE[-N])")
     d.add_argument("--exist-ok", action="store_true")
     d.add_argument("--resume", default=None, metavar="RUN_DIR")
-    d.add_argument("--device", default=None)
+    d.add_argument("--device", type=device_name, default=None)
     d.set_defaults(func=cmd_detect_train)
 
     d = detect.add_parser("eval", help="COCO mAP and Kuzushiji F1 of a detection checkpoint on a data set")
@@ -124,7 +129,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--score-threshold", type=float, default=0.05)
     d.add_argument("--f1-threshold", type=float, default=0.3, help="score a detection needs to count for F1")
     d.add_argument("--batch-size", type=int, default=8)
-    d.add_argument("--device", default=None)
+    d.add_argument("--device", type=device_name, default=None)
     d.set_defaults(func=cmd_detect_eval)
 
     d = detect.add_parser("predict", help="detect objects in images and draw them (png)")
@@ -134,7 +139,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--top-k", type=int, default=None)
     d.add_argument("--score-threshold", type=float, default=0.3)
     d.add_argument("--no-labels", action="store_true", help="boxes only (for pages with thousands of characters)")
-    d.add_argument("--device", default=None)
+    d.add_argument("--device", type=device_name, default=None)
     d.set_defaults(func=cmd_detect_predict)
 
     d = detect.add_parser("benchmark", help="batch-1 CPU latency of detectors, heads and decoding included")

@@ -46,6 +46,15 @@ def cmd_lift_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lift_convert(args: argparse.Namespace) -> int:
+    from ..lift.convert import convert_h36m
+
+    counts = convert_h36m(args.root, args.out, frame_step=args.frame_step)
+    print(f"wrote {args.out}: {counts['sequences']} sequences, {counts['frames']} frames, "
+          f"{counts['invalid']} invalid (frame, camera) detections")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lift", help="RepNet 2D-to-3D human pose lifting (Human3.6M)")
     lift = p.add_subparsers(dest="lift_command", required=True, metavar="VERB")
@@ -57,16 +66,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "the cameras, or Stacked-Hourglass detections")
     d.add_argument("--no-kcs", action="store_true", help="critic without the kinematic-chain-space path")
     d.add_argument("--no-camera-loss", action="store_true", help="train without the camera loss")
-    d.add_argument("--width", type=positive_int, default=1000, help="units per layer of the generator and camera network")
+    d.add_argument("--width", type=positive_int, default=1000,
+                   help="units per layer of the generator and camera network")
     d.add_argument("--blocks", type=positive_int, default=2, help="residual blocks of the generator and camera network")
     add_recipe_options(d, None, exclude=RECIPE_FIELDS_UNUSED)
-    d.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: the fastest measured here)")
+    d.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: the fastest measured here)")
     d.add_argument("--out", default=None, help="run folder (default runs/lift/repnet-INPUTS[-N])")
     d.add_argument("--exist-ok", action="store_true")
     d.add_argument("--resume", default=None, metavar="RUN_DIR")
     d.add_argument("--device", type=device_name, default=None)
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_lift_train)
+
+    d = lift.add_parser("convert", help="a 3d-pose-baseline Human3.6M folder (cameras.h5, S*/MyPoses, "
+                        "S*/StackedHourglass) to the npz the other verbs read")
+    d.add_argument("root", help="the folder holding cameras.h5 and S1 ... S11")
+    d.add_argument("--out", required=True, help="the .npz to write")
+    d.add_argument("--frame-step", type=positive_int, default=5, help="keep every Nth frame (5: 50 Hz to 10 Hz)")
+    d.set_defaults(func=cmd_lift_convert)
 
     d = lift.add_parser("eval", help="MPJPE (protocols 1 and 2), 3DPCK, AUC and symmetry error on S9 and S11")
     d.add_argument("checkpoint", help="run folder or checkpoint file")

@@ -2,8 +2,9 @@
 
 Images are held as one ``(N, C, H, W)`` uint8 tensor per split: CIFAR-10's 60,000 images take 184 MB,
 fit on any device, and are augmented there in batches (see ``augment.py``), so no loader process sets
-the pace. The cache is a safetensors file (no pickle) keyed by the source's path, size and mtime and
-by the decode settings; its header carries the class names and the list of skipped files.
+the pace. The cache is a safetensors file (no pickle) keyed by the source's identity (an archive's size and
+mtime; a folder's whole file list with every path, size and mtime) and by the decode settings; its header
+carries the class names and the list of skipped files.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from .._io import replace_atomically
 from ..errors import LightnetsError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Dataset:
     """A training split, an evaluation split (possibly empty) and the class names they index.
 
     ``skipped`` lists the files that could not be decoded (skipped rather than fatal unless strict).
+    ``split_folders`` is False for a plain ``<class>/<image>`` folder, which has no train/ or test/ split.
     """
 
     train: Split
@@ -46,6 +49,7 @@ class Dataset:
     classes: list[str]
     source: str
     skipped: list[str] = field(default_factory=list)
+    split_folders: bool = True
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -66,19 +70,28 @@ def cache_dir() -> Path:
 
 
 def source_key(path: Path, **settings: object) -> str:
-    """A cache key from the source's identity (path, size, mtime) and the decode settings.
+    """A cache key from the source's identity and the decode settings.
 
-    A directory's identity is its file count, total size and newest mtime, so adding, removing or
-    editing an image invalidates the cache without hashing every byte.
+    A directory's identity is a hash of its sorted list of folders and files, each file with its relative
+    path, type, size and mtime: renaming a class folder or moving an image to another class changes the labels,
+    so it must change the key, as adding, removing or editing an image does. Only metadata is read (60,000
+    files take well under a second).
     """
     path = path.resolve()
     if path.is_dir():
-        count = size = newest = 0
-        for root, _, files in os.walk(path):
-            for name in files:
-                st = os.stat(os.path.join(root, name))
-                count, size, newest = count + 1, size + st.st_size, max(newest, st.st_mtime_ns)
-        ident = (str(path), count, size, newest)
+        listing = hashlib.sha256()
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            rel = os.path.relpath(root, path)
+            listing.update(f"{rel}\0dir\n".encode("utf-8", "surrogateescape"))
+            for name in sorted(files):
+                try:
+                    st = os.stat(os.path.join(root, name))
+                    facts = f"{stat.S_IFMT(st.st_mode)}\0{st.st_size}\0{st.st_mtime_ns}"
+                except OSError:  # a dangling link: it counts, as a file that cannot be read
+                    facts = "unreadable"
+                listing.update(f"{rel}/{name}\0{facts}\n".encode("utf-8", "surrogateescape"))
+        ident = (str(path), listing.hexdigest())
     else:
         st = path.stat()
         ident = (str(path), st.st_size, st.st_mtime_ns)
@@ -91,7 +104,8 @@ def save_cached(data: Dataset, key: str) -> Path:
     path = cache_dir() / "datasets" / f"{key}.safetensors"
     tensors = {"train.images": data.train.images.contiguous(), "train.labels": data.train.labels,
                "test.images": data.test.images.contiguous(), "test.labels": data.test.labels}
-    meta = {"classes": json.dumps(data.classes), "source": data.source, "skipped": json.dumps(data.skipped)}
+    meta = {"classes": json.dumps(data.classes), "source": data.source, "skipped": json.dumps(data.skipped),
+            "split_folders": json.dumps(data.split_folders)}
     replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return path
 
@@ -107,10 +121,11 @@ def load_cached(key: str) -> Dataset | None:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata()
         t = load_file(str(path))
+        return Dataset(Split(t["train.images"], t["train.labels"]), Split(t["test.images"], t["test.labels"]),
+                       json.loads(meta["classes"]), meta["source"], json.loads(meta["skipped"]),
+                       json.loads(meta["split_folders"]))
     except Exception:  # a truncated or foreign file is simply rebuilt
         return None
-    return Dataset(Split(t["train.images"], t["train.labels"]), Split(t["test.images"], t["test.labels"]),
-                   json.loads(meta["classes"]), meta["source"], json.loads(meta["skipped"]))
 
 
 def empty_split(channels: int, size: tuple[int, int]) -> Split:

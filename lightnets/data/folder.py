@@ -3,14 +3,18 @@
 Images are decoded with Pillow, converted to RGB and brought to one square size at decode time
 (shorter side resized, centre crop), so a folder of photos of any size becomes one uint8 tensor.
 An archive is read in a single streaming pass (a ``.tar.gz`` is never unpacked to disk). A single
-top-level folder that wraps everything (``cifar10/train/...``) is looked through.
+top-level folder that wraps everything (``cifar10/train/...``) is looked through. Only image files are
+opened, only regular ones (never a FIFO or a device) and none over ``MAX_IMAGE_BYTES``; the others are
+skipped and listed like undecodable images.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import tarfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,12 +28,22 @@ from .dataset import Dataset, Split, empty_split
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 TRAIN_NAMES = ("train", "training")
 TEST_NAMES = ("test", "val", "valid", "validation")
+MAX_IMAGE_BYTES = 64 << 20  # a larger "image" is not read: no photo in a training set is this big
+WIDE_GREY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")  # 16-bit (and 32-bit integer) grey
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as RGB; 16-bit grey is scaled to 8 bits, which Pillow's own conversion clips to white."""
+    if img.mode in WIDE_GREY_MODES:
+        wide = np.asarray(img).astype(np.float64)
+        img = Image.fromarray(np.rint(np.clip(wide, 0, 65535) / 257).astype(np.uint8))
+    return img.convert("RGB")
 
 
 def decode_image(data: bytes | Path, size: int | None) -> np.ndarray:
     """One image as an ``(H, W, 3)`` uint8 array; with ``size``, shorter side resized to it and centre-cropped."""
     with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
-        img = img.convert("RGB")
+        img = _to_rgb(img)
         if size is not None and img.size != (size, size):
             w, h = img.size
             scale = size / min(w, h)
@@ -40,6 +54,18 @@ def decode_image(data: bytes | Path, size: int | None) -> np.ndarray:
         return np.array(img, dtype=np.uint8)  # a writable copy, so torch.from_numpy is safe
 
 
+def unreadable_reason(mode: int, size: int) -> str | None:
+    """Why a file of this ``stat`` mode and size is not read as an image, or None when it is read.
+
+    Only regular files are read (a FIFO named ``*.jpg`` would block forever), and none over ``MAX_IMAGE_BYTES``.
+    """
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if size > MAX_IMAGE_BYTES:
+        return f"{size / 2**20:.0f} MB, over the {MAX_IMAGE_BYTES >> 20} MB limit for one image"
+    return None
+
+
 def image_files(inputs: list[str | Path]) -> list[Path]:
     """Image files named directly or found (recursively, sorted) in the given folders."""
     files: list[Path] = []
@@ -48,6 +74,8 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
             files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         elif item.is_file():
             files.append(item)
+        elif item.exists():
+            raise LightnetsError(f"{item} is not a regular file; give image files or folders of images")
         else:
             raise LightnetsError(f"{item} does not exist; give image files or folders of images")
     if not files:
@@ -55,8 +83,10 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
     return files
 
 
-def _entries(source: Path) -> Iterator[tuple[tuple[str, ...], bytes | Path | None]]:
-    """Every (path parts, contents) under ``source``; contents None marks a directory."""
+def _entries(source: Path) -> Iterator[tuple[tuple[str, ...], bytes | Path | str | None]]:
+    """Every folder (contents None) and image file under ``source`` with its contents (a path or bytes), or
+    with the reason (a str) it is not read. Other files are never opened: an archive member that is not an
+    image is passed over, not read into memory."""
     if source.is_dir():
         for root, dirs, files in os.walk(source):
             dirs.sort()
@@ -64,7 +94,15 @@ def _entries(source: Path) -> Iterator[tuple[tuple[str, ...], bytes | Path | Non
             if rel:
                 yield rel, None
             for name in sorted(files):
-                yield (*rel, name), Path(root) / name
+                parts, path = (*rel, name), Path(root) / name
+                if not _is_image(parts):
+                    continue
+                try:
+                    st = path.stat()
+                except OSError as err:  # a dangling link, a file removed meanwhile
+                    yield parts, f"cannot be read ({err.strerror})"
+                    continue
+                yield parts, unreadable_reason(st.st_mode, st.st_size) or path
         return
     try:
         with tarfile.open(source, "r:*") as tar:
@@ -72,16 +110,31 @@ def _entries(source: Path) -> Iterator[tuple[tuple[str, ...], bytes | Path | Non
                 parts = tuple(p for p in member.name.split("/") if p not in ("", "."))
                 if member.isdir():
                     yield parts, None
-                elif member.isfile():
-                    f = tar.extractfile(member)
-                    yield parts, f.read() if f else b""
-    except (tarfile.TarError, EOFError, OSError) as err:
+                elif _is_image(parts):
+                    mode = stat.S_IFREG if member.isfile() else stat.S_IFLNK  # links and devices are not read
+                    reason = unreadable_reason(mode, member.size)
+                    f = None if reason else tar.extractfile(member)
+                    yield parts, reason or (f.read() if f else b"")
+            check_tar_end(tar)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         raise LightnetsError(f"{source} is not a readable .tar or .tar.gz archive ({err}); "
                              "give a directory, a .tar or a .tar.gz of train/<class>/<image> folders") from None
 
 
+def check_tar_end(tar: tarfile.TarFile) -> None:
+    """Raise ``tarfile.ReadError`` unless only zeros follow the members listed.
+
+    tarfile ends its listing silently at a damaged header, which would drop every later member without a
+    word; reading the (zero) padding to the end also makes gzip check its CRC.
+    """
+    assert tar.fileobj is not None
+    while chunk := tar.fileobj.read(1 << 20):
+        if chunk.strip(b"\0"):
+            raise tarfile.ReadError(f"damaged data after byte {tar.offset}: a header that is not a tar header")
+
+
 def _is_image(parts: tuple[str, ...]) -> bool:
-    return not any(p.startswith(".") for p in parts) and parts[-1].lower().endswith(IMAGE_EXTENSIONS)
+    return bool(parts) and not any(p.startswith(".") for p in parts) and parts[-1].lower().endswith(IMAGE_EXTENSIONS)
 
 
 def read_image_folder(source: Path, image_size: int | None = None, strict: bool = False) -> Dataset:
@@ -98,14 +151,16 @@ def read_image_folder(source: Path, image_size: int | None = None, strict: bool 
         if contents is None:
             folders.add(parts)
             continue
-        if not _is_image(parts):
-            continue
-        try:
-            array = decode_image(contents, size)
-        except Exception as err:  # Pillow raises many types for a damaged file
+        problem = contents if isinstance(contents, str) else None
+        if problem is None:
+            try:
+                array = decode_image(contents, size)
+            except Exception as err:  # Pillow raises many types for a damaged file
+                problem = str(err)
+        if problem is not None:
             name = "/".join(parts)
             if strict:
-                raise LightnetsError(f"cannot decode image {name} in {source}: {err}") from None
+                raise LightnetsError(f"cannot decode image {name} in {source}: {problem}")
             skipped.append(name)
             continue
         if size is None:
@@ -160,7 +215,7 @@ def _assemble(source: Path, images: list[tuple[tuple[str, ...], np.ndarray]],
                              f"training classes: {', '.join(classes)}")
     size = images[0][1].shape[:2]
     return Dataset(_stack(groups["train"], classes, size), _stack(groups["test"], classes, size),
-                   classes, str(source), skipped)
+                   classes, str(source), skipped, split_folders=split_layout)
 
 
 def _stack(by_class: dict[str, list[np.ndarray]], classes: list[str], size: tuple[int, int]) -> Split:

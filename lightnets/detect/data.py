@@ -1,10 +1,11 @@
 """Detection data: COCO json and Kuzushiji csv readers (a directory or a .zip/.tar/.tar.gz archive), checked
 record by record, and a cache of letterboxed uint8 tensors from which batches are drawn on the device.
 
-Boxes are held as ``x1, y1, x2, y2`` floats in image pixels. A bad record (a box outside its image, a
-non-positive size, an image listed but missing, an unknown category) stops reading with one message naming
-it, never a silently wrong target; only COCO crowd regions, which COCO itself excludes from training, are
-skipped and counted in ``DetectionDataset.skipped``.
+Boxes are held as ``x1, y1, x2, y2`` floats in image pixels. A bad record (a coordinate that is not a finite
+number, a box outside its image or without area, an image listed twice or listed but missing, an unknown
+category, an undecodable image) stops reading with one message naming it, never a silently wrong target; only
+COCO crowd regions, which COCO itself excludes from training, and exact duplicates (an annotation or a csv row
+given twice) are skipped and counted in ``DetectionDataset.skipped``. Files are read through ``files.FileSource``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import tarfile
-import zipfile
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -25,73 +25,10 @@ from tqdm import tqdm
 
 from ..data import decode_image
 from ..errors import LightnetsError
+from .files import IMAGE_SUFFIXES, FileSource
 from .transforms import letterbox_image, to_input_boxes
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 EDGE_TOLERANCE = 1.0  # pixels a box may overhang its image (rounding in annotation tools); it is clipped
-
-
-class FileSource:
-    """The files of a directory, a .zip or a .tar/.tar.gz/.tgz archive, by path relative to its root."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise LightnetsError(f"{self.path} does not exist")
-        self._zip: zipfile.ZipFile | None = None
-        self._tar: tarfile.TarFile | None = None
-        if self.path.is_dir():
-            names = [p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()]
-        elif zipfile.is_zipfile(self.path):
-            self._zip = zipfile.ZipFile(self.path)
-            names = [n for n in self._zip.namelist() if not n.endswith("/")]
-        elif tarfile.is_tarfile(self.path):
-            self._tar = tarfile.open(self.path, "r:*")
-            names = [m.name for m in self._tar.getmembers() if m.isfile()]
-        else:
-            raise LightnetsError(f"{self.path} is neither a directory nor a .zip, .tar or .tar.gz archive")
-        # Archive members may be spelled './dir/file'; they are looked up by their plain relative path.
-        self._member = {PurePosixPath(n).as_posix(): n for n in names}
-        self.names = sorted(self._member)
-        self._by_basename: dict[str, list[str]] = {}
-        for name in self.names:
-            self._by_basename.setdefault(PurePosixPath(name).name, []).append(name)
-
-    def __repr__(self) -> str:
-        return f"FileSource({str(self.path)!r})"
-
-    def read(self, name: str) -> bytes:
-        if self._zip is not None:
-            return self._zip.read(self._member[name])
-        if self._tar is not None:
-            member = self._tar.extractfile(self._member[name])
-            assert member is not None
-            return member.read()
-        return (self.path / name).read_bytes()
-
-    def read_many(self, names: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-        """Yield ``(name, bytes)`` for ``names``; a tar is read once front to back (gzip cannot seek cheaply)."""
-        if self._tar is None:
-            for name in names:
-                yield name, self.read(name)
-            return
-        wanted = {self._member[n]: n for n in names}
-        for member in self._tar:
-            if member.name in wanted:
-                file = self._tar.extractfile(member)
-                assert file is not None
-                yield wanted[member.name], file.read()
-
-    def find(self, file_name: str, relative_to: str = "") -> str | None:
-        """The member for ``file_name``: as a path relative to ``relative_to`` or the root, else by unique basename."""
-        for candidate in (PurePosixPath(relative_to, file_name).as_posix(), PurePosixPath(file_name).as_posix()):
-            if candidate in self._by_basename.get(PurePosixPath(candidate).name, []):
-                return candidate
-        matches = self._by_basename.get(PurePosixPath(file_name).name, [])
-        return matches[0] if len(matches) == 1 else None
-
-    def with_suffix(self, suffix: str) -> list[str]:
-        return [n for n in self.names if n.lower().endswith(suffix)]
 
 
 @dataclass
@@ -127,9 +64,12 @@ class DetectionDataset:
 
 
 def decode_record_image(data: bytes, record: DetectionRecord) -> np.ndarray:
-    """RGB uint8 ``(H, W, 3)``; refuses an image whose size differs from the one its annotations were checked
-    against, since every box would then be misplaced."""
-    rgb = decode_image(data, None)
+    """RGB uint8 ``(H, W, 3)``; refuses an undecodable image, and one whose size differs from the one its
+    annotations were checked against, since every box would then be misplaced."""
+    try:
+        rgb = decode_image(data, None)
+    except Exception as err:  # Pillow raises many types for a damaged file
+        raise LightnetsError(f"cannot decode image {record.file!r} (id {record.image_id!r}): {err}") from None
     if rgb.shape[:2] != (record.height, record.width):
         raise LightnetsError(f"image {record.file!r} (id {record.image_id!r}) is {rgb.shape[1]}x{rgb.shape[0]}, "
                              f"but its annotations say {record.width}x{record.height}")
@@ -137,14 +77,21 @@ def decode_record_image(data: bytes, record: DetectionRecord) -> np.ndarray:
 
 
 def checked_box(x: float, y: float, w: float, h: float, width: int, height: int, where: str) -> list[float]:
-    """``x, y, w, h`` as a clipped ``x1, y1, x2, y2``; a clear error for a non-positive size or a box outside."""
+    """``x, y, w, h`` as a clipped ``x1, y1, x2, y2``; a clear error for a coordinate that is not a finite number
+    (NaN passes every comparison), a non-positive size, a box outside or one left without area by the clipping."""
+    box = f"box [x={x}, y={y}, w={w}, h={h}]"
+    if not all(map(math.isfinite, (x, y, w, h))):
+        raise LightnetsError(f"{where}: {box} has a coordinate that is not a finite number")
     if not (w > 0 and h > 0):
-        raise LightnetsError(f"{where}: box [x={x}, y={y}, w={w}, h={h}] has a non-positive size; "
-                             "width and height must be > 0")
+        raise LightnetsError(f"{where}: {box} has a non-positive size; width and height must be > 0")
     t = EDGE_TOLERANCE
     if x < -t or y < -t or x + w > width + t or y + h > height + t:
-        raise LightnetsError(f"{where}: box [x={x}, y={y}, w={w}, h={h}] lies outside its {width}x{height} image")
-    return [max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))]
+        raise LightnetsError(f"{where}: {box} lies outside its {width}x{height} image")
+    x1, y1 = min(max(x, 0.0), float(width)), min(max(y, 0.0), float(height))
+    x2, y2 = min(x + w, float(width)), min(y + h, float(height))
+    if not (x2 > x1 and y2 > y1):
+        raise LightnetsError(f"{where}: {box} has no area inside its {width}x{height} image")
+    return [x1, y1, x2, y2]
 
 
 def _single(source: FileSource, candidates: list[str], what: str, choose_with: str) -> str:
@@ -158,8 +105,13 @@ def _single(source: FileSource, candidates: list[str], what: str, choose_with: s
 
 def _records(boxes_by_image: dict, labels_by_image: dict, images: list[tuple], class_agnostic: bool
              ) -> list[DetectionRecord]:
+    """One record per image; two images reading the same file are refused (the cache holds one per file)."""
     records = []
+    owner: dict[str, int | str] = {}
     for image_id, file, width, height in images:
+        if owner.setdefault(file, image_id) != image_id:
+            raise LightnetsError(f"images {owner[file]!r} and {image_id!r} are both the file {file!r}; "
+                                 "each image must be listed once")
         boxes = np.asarray(boxes_by_image.get(image_id, []), dtype=np.float32).reshape(-1, 4)
         labels = np.asarray(labels_by_image.get(image_id, []), dtype=np.int64)
         if class_agnostic:
@@ -185,24 +137,32 @@ def read_coco(path: str | Path, annotation_file: str | None = None, class_agnost
     try:
         coco = json.loads(source.read(json_name))
         categories = sorted(coco["categories"], key=lambda c: c["id"])
-        images_json, annotations = coco["images"], coco["annotations"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise LightnetsError(f"{json_name} is not a COCO detection file (images, annotations, categories): "
-                             f"{err}") from None
-    class_index = {c["id"]: i for i, c in enumerate(categories)}
+        class_index = {c["id"]: i for i, c in enumerate(categories)}
+        category_names = [str(c["name"]) for c in categories]
+        images_json, annotations = list(coco["images"]), list(coco["annotations"])
+    except (ValueError, KeyError, TypeError) as err:  # ValueError: bad json, or bytes that are not UTF-8
+        raise LightnetsError(f"{json_name} is not a COCO detection file (images, annotations, categories with "
+                             f"id and name): {type(err).__name__}: {err}") from None
     folder = PurePosixPath(json_name).parent.as_posix()
-    images, sizes = [], {}
+    images, sizes, files = [], {}, {}
     for image in images_json:
-        file = source.find(image["file_name"], folder)
+        image_id, file_name, width, height = _coco_image(image, json_name)
+        if image_id in sizes:
+            raise LightnetsError(f"{json_name}: image id {image_id!r} is listed twice ({files[image_id]!r} and "
+                                 f"{file_name!r}); image ids must be unique")
+        file = source.find(file_name, folder)
         if file is None:
-            raise LightnetsError(f"image id {image['id']} ({image['file_name']!r}) is listed in {json_name} "
+            raise LightnetsError(f"image id {image_id} ({file_name!r}) is listed in {json_name} "
                                  f"but missing from {source.path}")
-        images.append((image["id"], file, int(image["width"]), int(image["height"])))
-        sizes[image["id"]] = (int(image["width"]), int(image["height"]))
+        images.append((image_id, file, width, height))
+        sizes[image_id], files[image_id] = (width, height), file_name
     boxes: dict = {}
     labels: dict = {}
     skipped = {}
+    seen = set()
     for ann in annotations:
+        if not isinstance(ann, dict):
+            raise LightnetsError(f"{json_name}: annotation {str(ann)[:60]} is not an object")
         where = f"{json_name}: annotation id {ann.get('id')!r} (image id {ann.get('image_id')!r})"
         if ann.get("image_id") not in sizes:
             raise LightnetsError(f"{where}: no image with that id is listed")
@@ -212,11 +172,35 @@ def read_coco(path: str | Path, annotation_file: str | None = None, class_agnost
         if ann.get("iscrowd", 0):
             skipped["crowd annotations"] = skipped.get("crowd annotations", 0) + 1
             continue
+        try:
+            x, y, w, h = map(float, ann["bbox"])
+        except (KeyError, TypeError, ValueError):
+            raise LightnetsError(f"{where}: bbox {ann.get('bbox')!r} is not four numbers [x, y, w, h]") from None
         width, height = sizes[ann["image_id"]]
-        boxes.setdefault(ann["image_id"], []).append(checked_box(*map(float, ann["bbox"]), width, height, where))
+        box = checked_box(x, y, w, h, width, height, where)
+        key = (ann["image_id"], ann["category_id"], x, y, w, h)
+        if key in seen:  # the same object annotated twice would count twice in training and in the metrics
+            skipped["duplicate annotations"] = skipped.get("duplicate annotations", 0) + 1
+            continue
+        seen.add(key)
+        boxes.setdefault(ann["image_id"], []).append(box)
         labels.setdefault(ann["image_id"], []).append(class_index[ann["category_id"]])
-    names = ["object"] if class_agnostic else [c["name"] for c in categories]
+    names = ["object"] if class_agnostic else category_names
     return DetectionDataset(source, _records(boxes, labels, images, class_agnostic), names, skipped)
+
+
+def _coco_image(image: object, json_name: str) -> tuple[int | str, str, int, int]:
+    """A COCO ``images`` entry as ``(id, file_name, width, height)``; one clear line when a field is missing or bad."""
+    try:
+        image_id, file_name = image["id"], str(image["file_name"])  # type: ignore[index]
+        width, height = int(image["width"]), int(image["height"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
+        raise LightnetsError(f"{json_name}: image {str(image)[:80]} needs an id, a file_name and whole-number "
+                             f"width and height ({type(err).__name__}: {err})") from None
+    if not isinstance(image_id, int | str) or width < 1 or height < 1:
+        raise LightnetsError(f"{json_name}: image {str(image)[:80]} needs an integer or string id and a width "
+                             "and height of at least 1")
+    return image_id, file_name, width, height
 
 
 KUZUSHIJI_HEADER = ["image_id", "labels"]
@@ -233,25 +217,41 @@ def read_kuzushiji(path: str | Path, csv_file: str | None = None, class_agnostic
     """
     source = FileSource(path)
     if csv_file is None:
-        candidates = [n for n in source.with_suffix(".csv")
-                      if source.read(n).decode("utf-8-sig").split("\n", 1)[0].strip().split(",") == KUZUSHIJI_HEADER]
+        candidates = [n for n in source.with_suffix(".csv") if source.read(n).decode("utf-8-sig", "replace")
+                      .split("\n", 1)[0].strip().split(",") == KUZUSHIJI_HEADER]
         csv_file = _single(source, candidates, "Kuzushiji csv (header image_id,labels)", "csv_file")
     elif csv_file not in source.names:
         raise LightnetsError(f"{source.path} has no file {csv_file!r}")
     known_codes = None
     translation = [n for n in source.names if PurePosixPath(n).name == "unicode_translation.csv"]
     if translation:
-        rows = csv.DictReader(io.StringIO(source.read(translation[0]).decode("utf-8-sig")))
+        rows = csv.DictReader(io.StringIO(_text(source, translation[0])))
+        if "Unicode" not in (rows.fieldnames or []):
+            raise LightnetsError(f"{translation[0]} in {source.path} has no Unicode column")
         known_codes = {row["Unicode"] for row in rows}
 
     pages = []
-    for line, row in enumerate(csv.DictReader(io.StringIO(source.read(csv_file).decode("utf-8-sig"))), start=2):
+    given: dict[str, tuple[int, list[str]]] = {}  # page id -> (first line, its label fields)
+    skipped: dict[str, int] = {}
+    reader = csv.DictReader(io.StringIO(_text(source, csv_file)))
+    if not set(KUZUSHIJI_HEADER) <= set(reader.fieldnames or []):
+        raise LightnetsError(f"{csv_file} in {source.path} is not a Kuzushiji csv: its header must name the "
+                             f"columns {','.join(KUZUSHIJI_HEADER)}")
+    for line, row in enumerate(reader, start=2):
         page_id = row["image_id"]
+        tokens = (row.get("labels") or "").split()
+        if page_id in given:
+            first, first_tokens = given[page_id]
+            if tokens != first_tokens:
+                raise LightnetsError(f"{csv_file} lines {first} and {line} both give page {page_id!r}, with "
+                                     "different labels; give each page once")
+            skipped["duplicate csv rows"] = skipped.get("duplicate csv rows", 0) + 1
+            continue
+        given[page_id] = (line, tokens)
         file = next((f for f in (source.find(page_id + s) for s in IMAGE_SUFFIXES) if f), None)
         if file is None:
             raise LightnetsError(f"{csv_file} line {line}: page {page_id!r} has no image "
                                  f"({page_id}.jpg or another image file) in {source.path}")
-        tokens = (row.get("labels") or "").split()
         if len(tokens) % 5:
             raise LightnetsError(f"{csv_file} line {line} (page {page_id!r}): labels must be groups of "
                                  f"'U+XXXX x y w h', got {len(tokens)} fields")
@@ -260,8 +260,11 @@ def read_kuzushiji(path: str | Path, csv_file: str | None = None, class_agnostic
     # The csv gives no image sizes, so each page's header is read (cheap: Pillow stops after it).
     sizes = {}
     for name, data in source.read_many(p[2] for p in pages):
-        with Image.open(io.BytesIO(data)) as image:
-            sizes[name] = image.size
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                sizes[name] = image.size
+        except Exception as err:  # Pillow raises many types for a damaged file
+            raise LightnetsError(f"cannot decode image {name!r} in {source.path}: {err}") from None
     codes = sorted({group[0] for *_, groups in pages for group in groups})
     class_index = {code: i for i, code in enumerate(codes)}
     images, boxes, labels = [], {}, {}
@@ -279,7 +282,15 @@ def read_kuzushiji(path: str | Path, csv_file: str | None = None, class_agnostic
             boxes.setdefault(page_id, []).append(checked_box(x, y, w, h, width, height, where))
             labels.setdefault(page_id, []).append(class_index[code])
     names = ["object"] if class_agnostic else codes
-    return DetectionDataset(source, _records(boxes, labels, images, class_agnostic), names)
+    return DetectionDataset(source, _records(boxes, labels, images, class_agnostic), names, skipped)
+
+
+def _text(source: FileSource, name: str) -> str:
+    """File ``name`` of ``source`` as text (UTF-8, with or without a byte-order mark)."""
+    try:
+        return source.read(name).decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise LightnetsError(f"{name} in {source.path} is not UTF-8 text ({err})") from None
 
 
 def read_detection_data(path: str | Path, class_agnostic: bool = False) -> DetectionDataset:

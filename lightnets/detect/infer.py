@@ -52,20 +52,47 @@ def evaluate_detector(checkpoint: str | Path, data: str | Path, *, top_k: int | 
                     with_map=coco_map_available())
 
 
+def drawing_paths(files: Sequence[Path], out_dir: str | Path) -> list[Path]:
+    """Where each input's drawing goes: ``out_dir/<name>.png``, with ``-2``, ``-3``, ... added to a name already
+    taken (one name in two folders or two formats), so no drawing replaces another; refused, before anything is
+    written, when a drawing would replace an input image (``out_dir`` holding the inputs)."""
+    out_dir = Path(out_dir)
+    inputs = {p.resolve() for p in files}
+    taken: set[str] = set()
+    paths = []
+    for file in files:
+        path, n = out_dir / f"{file.stem}.png", 1
+        while path.name.lower() in taken:  # lower case: a case-insensitive file system holds one of A.png, a.png
+            n += 1
+            path = out_dir / f"{file.stem}-{n}.png"
+        if path.resolve() in inputs:
+            raise LightnetsError(f"the drawings would overwrite the input image {path}; give an --out folder that "
+                                 "holds no input images")
+        taken.add(path.name.lower())
+        paths.append(path)
+    return paths
+
+
 def predict_files(checkpoint: str | Path | CenterNet, inputs: Sequence[str | Path], *,
                   out_dir: str | Path | None = None, top_k: int | None = None, score_threshold: float = 0.3,
                   show_labels: bool = True, device: str | None = None) -> list[tuple[Path, Detections]]:
     """Detections for image files (or folders of them), in each image's pixels; with ``out_dir`` each image is
-    also written there as ``<name>.png`` with its boxes, labels and scores drawn."""
+    also written there as ``<name>.png`` with its boxes, labels and scores drawn (names kept apart and inputs
+    never overwritten: see ``drawing_paths``)."""
+    files = image_files(list(inputs))
+    drawings = drawing_paths(files, out_dir) if out_dir is not None else [None] * len(files)
     model = checkpoint if isinstance(checkpoint, CenterNet) else load_detector(checkpoint, pick_device(device))
     meta = model.checkpoint_meta
     results = []
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-    for path in image_files(list(inputs)):
-        image = decode_image(path, None)
+    for path, drawing in zip(files, drawings, strict=True):
+        try:
+            image = decode_image(path, None)
+        except (OSError, ValueError) as err:  # Pillow's UnidentifiedImageError is an OSError
+            raise LightnetsError(f"cannot decode image {path}: {err}") from None
         found = detect_images(model, [image], meta["input_size"], top_k or meta["top_k"], score_threshold)[0]
-        if out_dir is not None:
-            draw_detections(image, found, meta["classes"], show_labels).save(Path(out_dir) / f"{path.stem}.png")
+        if drawing is not None:
+            draw_detections(image, found, meta["classes"], show_labels).save(drawing)
         results.append((path, found))
     return results

@@ -11,7 +11,6 @@ are not: detection has its own augmentation.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from ..train.checkpoint import load_checkpoint
 from ..train.loop import LoopConfig, rank_and_world
 from ..train.plots import plot_curves
 from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
-from ..train.run import Run, init_distributed, pick_device, refuse_existing
+from ..train.run import Run, RunResult, init_distributed, pick_device, refuse_existing, seed_everything
 from ..train.speed import settle_speed
 from .data import DetectionCache, DetectionDataset, read_detection_data
 from .metrics import coco_map_available
@@ -42,6 +41,9 @@ KIND = "detect"  # a detection run's kind, in its config.json
 RECIPE_FIELDS_UNUSED = ("crop_pad", "flip", "cutout", "rrc_scale", "tta", "label_smoothing", "compile")
 DETECTION_RECIPE = Recipe(epochs=30, batch_size=16, opt="adamw", lr=2e-3, wd=1e-4, schedule="cosine", warmup=0.5,
                           flip=False, crop_pad=0)
+# What ``train_detector``'s options not given (None) stand for in a new run; at resume, the recorded values do.
+DEFAULTS = {"backbone": "mobilenetv3_large_100", "val_split": 0.1, "class_agnostic": False, "input_size": 512,
+            "stacks": 1, "repeat": 1, "top_k": 100}
 
 
 def split_pages(dataset: DetectionDataset, val_split: float, seed: int) -> tuple[DetectionDataset, DetectionDataset]:
@@ -55,30 +57,28 @@ def split_pages(dataset: DetectionDataset, val_split: float, seed: int) -> tuple
     return dataset.subset(sorted(order[held:])), dataset.subset(sorted(order[:held]))
 
 
-@dataclass
-class DetectTrainResult:
-    """The run folder, the per-epoch metrics and the last checkpoint's metrics on the validation pages."""
+def _source_of(data: str | Path | DetectionDataset | None) -> str | Path | None:
+    """What a run records as its (validation) data: a data set object's source path, else the path given."""
+    return str(data.source.path) if isinstance(data, DetectionDataset) else data
 
-    run_dir: Path
-    history: list[dict]
-    metrics: dict[str, float]
-    config: dict[str, Any] = field(default_factory=dict)
+
+DetectTrainResult = RunResult  # its metrics: the last weights on the validation pages
 
 
 def train_detector(
     data: str | Path | DetectionDataset | None,
-    backbone: str = "mobilenetv3_large_100",
+    backbone: str | None = None,
     *,
     val_data: str | Path | DetectionDataset | None = None,
-    val_split: float = 0.1,
-    class_agnostic: bool = False,
-    input_size: int = 512,
-    stacks: int = 1,
+    val_split: float | None = None,
+    class_agnostic: bool | None = None,
+    input_size: int | None = None,
+    stacks: int | None = None,
     detector_args: dict[str, Any] | None = None,
     recipe: str | Recipe = DETECTION_RECIPE,
     augment: DetectionAugment | None = DEFAULT_AUGMENT,
-    repeat: int = 1,
-    top_k: int = 100,
+    repeat: int | None = None,
+    top_k: int | None = None,
     out: str | Path | None = None,
     exist_ok: bool = False,
     resume: str | Path | None = None,
@@ -94,12 +94,19 @@ def train_detector(
     the device;
     ``repeat`` passes over the pages per epoch; ``top_k`` bounds detections per image in evaluation (raise it for
     dense pages). The monitored metric is ``val_map50`` when a COCO evaluator is installed, else ``val_f1``.
-    ``resume`` continues the run in that folder with the configuration it was started with. Precision, layout
-    and CPU threads not given are measured on this machine first (``lightnets.train.speed``).
+    Options left None take ``DEFAULTS`` (``mobilenetv3_large_100``, 0.1, not class-agnostic, 512, 1 stack, 1
+    repeat, top 100). ``resume`` continues the run in that folder with the configuration it was started with; an
+    option given too must be the recorded one. The recipe's seed seeds every generator before the detector is
+    built, so a seed makes the run reproducible. Precision, layout and CPU threads not given are measured on this
+    machine first (``lightnets.train.speed``).
     """
     run, recorded = None, None
     if resume is not None:
         run = Run.resume(resume, KIND)
+        run.require_given(("data", "val_data"), data=_source_of(data), val_data=_source_of(val_data),
+                          backbone=backbone, val_split=val_split, class_agnostic=class_agnostic,
+                          input_size=input_size, stacks=stacks, detector_args=detector_args, repeat=repeat,
+                          top_k=top_k)
         cfg, rec = run.record, run.recipe(**overrides)
         data, val_data, val_split = cfg["data"], cfg["val_data"], cfg["val_split"]
         backbone, class_agnostic, input_size = cfg["backbone"], cfg["class_agnostic"], cfg["input_size"]
@@ -109,6 +116,10 @@ def train_detector(
     elif data is None:
         raise LightnetsError("give the training data (a COCO or Kuzushiji directory or archive), or resume a run")
     else:
+        given = {"backbone": backbone, "val_split": val_split, "class_agnostic": class_agnostic,
+                 "input_size": input_size, "stacks": stacks, "repeat": repeat, "top_k": top_k}
+        settled = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
+        backbone, val_split, class_agnostic, input_size, stacks, repeat, top_k = settled.values()
         rec = get_recipe(recipe, **overrides)
         refuse_existing(out, exist_ok)
     dev = pick_device(device)
@@ -123,6 +134,7 @@ def train_detector(
         if val_set.class_names != train_set.class_names:
             raise LightnetsError("the validation data has other classes than the training data: "
                                  f"{val_set.class_names[:10]} against {train_set.class_names[:10]}")
+    seed_everything(rec.seed)
     model = create_detector(backbone, len(dataset.class_names), stacks=stacks, **(detector_args or {}))
     cache_key = {"detector": backbone, "classes": len(dataset.class_names), "stacks": stacks,
                  "detector_args": detector_args or {}}

@@ -26,7 +26,7 @@ def load_lifter(path: str | Path, device: str | torch.device = "cpu") -> RepNet:
     if meta.get("task") != "lifting":
         raise LightnetsError(f"{path} is not a lifting checkpoint; `lightnets lift` needs one from "
                              "`lightnets lift train`")
-    return restore_model(create_lifter(meta["model"]), weights, meta, path, "their lifter", device)
+    return restore_model(create_lifter(meta["lifter"]), weights, meta, path, "their lifter", device)
 
 
 def evaluate_lifter(checkpoint: str | Path, data: str | Path, inputs: str | None = None,

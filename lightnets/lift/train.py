@@ -11,7 +11,7 @@ alternates one critic and one generator step per batch). Adam with β = (0.5, 0.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from ..errors import LightnetsError
 from ..train.loop import LoopConfig
 from ..train.plots import plot_curves
 from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
-from ..train.run import Run, pick_device, refuse_existing
+from ..train.run import Run, RunResult, pick_device, refuse_existing, seed_everything
 from ..train.speed import settle_speed
 from .data import INPUTS, TEST_SUBJECTS, TRAIN_SUBJECTS, PoseSet, normalize_2d, read_h36m
 from .metrics import lifting_metrics
@@ -122,21 +122,11 @@ def evaluation(test: PoseSet) -> Any:
     return evaluate
 
 
-@dataclass
-class LiftResult:
-    """The run folder, the per-epoch metrics and the last checkpoint's metrics on the whole test set."""
-
-    run_dir: Path
-    history: list[dict]
-    metrics: dict[str, float]
-    config: dict[str, Any] = field(default_factory=dict)
-
-
 def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = True, camera_loss: bool = True,
                  width: int = 1000, blocks: int = 2, recipe: str | Recipe = LIFT_RECIPE,
                  out: str | Path | None = None, exist_ok: bool = False, resume: str | Path | None = None,
                  device: str | None = None, threads: int | None = None, progress: bool = True,
-                 **overrides: Any) -> LiftResult:
+                 **overrides: Any) -> RunResult:
     """Train RepNet on Human3.6M (the npz of ``read_h36m``): 2D ``inputs`` ("gt" or "sh") of the training subjects
     S1, S5, S6, S7, S8 for the generator, their 3D poses (unpaired) for the critic; evaluated on S9 and S11.
     ``kcs`` and ``camera_loss`` are the paper's ablations. ``resume`` continues the run in that folder."""
@@ -146,7 +136,7 @@ def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = Tru
         cfg = run.record
         rec = run.recipe(**overrides)
         data, inputs, kcs, camera_loss = cfg["data"], cfg["inputs"], cfg["kcs"], cfg["camera_loss"]
-        width, blocks = cfg["model"]["width"], cfg["model"]["blocks"]
+        width, blocks = cfg["lifter"]["width"], cfg["lifter"]["blocks"]
         recorded = cfg.get("speed")
     else:
         if data is None:
@@ -156,7 +146,7 @@ def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = Tru
         rec = get_recipe(recipe, **overrides)
         refuse_existing(out, exist_ok)
         run = None
-    torch.manual_seed(rec.seed)
+    seed_everything(rec.seed)
     dev = pick_device(device)
     train_set = read_h36m(data, inputs, TRAIN_SUBJECTS)
     test_set = read_h36m(data, inputs, TEST_SUBJECTS)
@@ -165,7 +155,7 @@ def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = Tru
                               cache_key={"lifter": model.config}, recorded=recorded, progress=progress)
     with thread_count(speed.threads):
         model = model.to(dev)
-        config = {"data": str(data), "inputs": inputs, "kcs": kcs, "camera_loss": camera_loss, "model": model.config,
+        config = {"data": str(data), "inputs": inputs, "kcs": kcs, "camera_loss": camera_loss, "lifter": model.config,
                   "recipe": rec.to_dict(), "train_subjects": list(TRAIN_SUBJECTS), "test_subjects": list(TEST_SUBJECTS),
                   "train_poses": len(train_set), "test_poses": len(test_set),
                   "skipped": {"train": train_set.skipped, "test": test_set.skipped}, "device": str(dev),
@@ -174,7 +164,7 @@ def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = Tru
         run = run or Run.start(out, f"repnet-{inputs}", KIND, config, exist_ok=exist_ok)
         batches = LiftBatches(train_set, train_set, rec.batch_size, rec.seed, dev)
         held = test_set.subset(np.arange(0, len(test_set), EVAL_EVERY))
-        meta = {"task": "lifting", "model": model.config, "inputs": inputs, "recipe": rec.to_dict(),
+        meta = {"task": "lifting", "lifter": model.config, "inputs": inputs, "recipe": rec.to_dict(),
                 "joints": "lightnets", "speed": speed.to_dict()}
         loop = LoopConfig(epochs=rec.epochs, amp=rec.amp, ema=rec.ema, grad_clip=rec.grad_clip, monitor="val_pck3d",
                           seed=rec.seed, time_budget=rec.budget_min * 60 if rec.budget_min else None,
@@ -185,4 +175,4 @@ def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = Tru
         metrics = lifting_metrics(lift(model, test_set.pose2d), torch.as_tensor(test_set.pose3d), test_set.action,
                                   test_set.action_names)
     plot_curves(history, run.dir / "curves.png")
-    return LiftResult(run.dir, history, metrics, run.record)
+    return RunResult(run.dir, history, metrics, run.record)

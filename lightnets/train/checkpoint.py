@@ -50,6 +50,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "recipe": (lambda v: isinstance(v, dict), "a mapping of recipe fields"),
     "metrics": (lambda v: isinstance(v, dict), "a mapping of metrics"),
     "detector": (lambda v: isinstance(v, dict), "a mapping of detector arguments"),
+    "lifter": (lambda v: isinstance(v, dict), "a mapping of lifter arguments"),
 }
 
 
@@ -89,16 +90,6 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise LightnetsError(f"cannot read {path}: {os_error_text(err)}") from None
 
 
-def _write(path: Path, write: Callable[[Path], object]) -> None:
-    """``replace_atomically`` with a failed write (a full disk, a read-only folder) one error naming ``path``:
-    safetensors reports those as its own error, and Python's ``OSError`` names only the temporary file."""
-    try:
-        replace_atomically(path, write)
-    except (OSError, SafetensorError) as err:
-        cause = (err.strerror or str(err)) if isinstance(err, OSError) else err
-        raise LightnetsError(f"cannot write {path}: {cause}") from None
-
-
 def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # Clone so tied weights do not share storage (safetensors refuses shared tensors).
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
@@ -107,9 +98,9 @@ def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def save_checkpoint(stem: Path, weights: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write ``stem.safetensors`` and ``stem.json`` (weights first, so the json never names missing weights)."""
     stem = Path(stem)
-    _write(stem.with_suffix(".safetensors"), lambda p: save_file(_plain(weights), str(p)))
+    replace_atomically(stem.with_suffix(".safetensors"), lambda p: save_file(_plain(weights), str(p)))
     text = json.dumps({"format": FORMAT, **meta}, indent=2, default=str)
-    _write(stem.with_suffix(".json"), lambda p: p.write_text(text))
+    replace_atomically(stem.with_suffix(".json"), lambda p: p.write_text(text))
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
@@ -146,7 +137,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 def save_state(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     """Training state for exact resume: tensors plus JSON counters in one atomically written file."""
-    _write(Path(path), lambda p: save_file(_plain(tensors), str(p), metadata={"info": json.dumps(info)}))
+    replace_atomically(Path(path), lambda p: save_file(_plain(tensors), str(p), metadata={"info": json.dumps(info)}))
 
 
 def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint, load_model
 from .loop import LoopConfig, Task, rank_and_world
 from .plots import plot_confusion, plot_curves
 from .recipes import Recipe, get_recipe, make_optimizer, make_schedule
-from .run import Run, init_distributed, pick_device, refuse_existing
+from .run import Run, init_distributed, pick_device, refuse_existing, seed_everything
 from .speed import settle_speed
 
 
@@ -50,7 +50,8 @@ class ClassificationTask:
 
 @dataclass
 class EvalResult:
-    """Top-1/top-5 accuracy (percent), mean loss, per-class accuracy and the confusion matrix (rows: true)."""
+    """Top-1/top-5 accuracy (percent), mean loss, per-class accuracy and the confusion matrix (rows: true);
+    ``skipped``: the evaluation split's files that could not be decoded and so are not counted."""
 
     top1: float
     top5: float
@@ -58,6 +59,7 @@ class EvalResult:
     confusion: torch.Tensor
     classes: list[str]
     count: int
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def per_class(self) -> list[float]:
@@ -196,17 +198,21 @@ class TrainResult:
         }]
 
 
-def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "sample",
+def train(model: str | None = None, data: str | Path | Dataset | None = None,
           recipe: str | Recipe = "fast", *, out: str | Path | None = None, exist_ok: bool = False,
           resume: str | Path | None = None, image_size: int | None = None, val_split: float | None = None,
           train_subset: int | None = None, strict: bool = False, device: str | None = None,
           model_args: dict[str, Any] | None = None, progress: bool = True, setup: RunSetup | None = None,
           threads: int | None = None, **overrides: Any) -> TrainResult:
-    """Train a registered model on a data source and evaluate it; returns the run's history and final test result.
+    """Train a registered model (default ``vovnet27_slim_cifar``) on a data source (default ``"sample"``) and
+    evaluate it; returns the run's history and final test result.
 
     ``recipe`` is a name from ``RECIPES`` or a ``Recipe``; keyword ``overrides`` replace its fields
     (``epochs=5, lr=0.05``). ``resume`` continues the run in that folder exactly where it stopped,
-    with the configuration it was started with. ``train_subset`` trains on that many images of the training
+    with the configuration it was started with (a model, data, image size, validation split, subset or model
+    arguments given too must be the recorded ones). The recipe's seed seeds every generator before the model is
+    built, so two runs with one seed end with the same weights (on one machine, with the same speed settings).
+    ``train_subset`` trains on that many images of the training
     split, class-balanced and seeded by the recipe's seed (the test split stays whole). Under ``torchrun``
     the run uses DistributedDataParallel with ``batch_size`` as the global batch. ``setup`` changes how the
     model starts and learns (``lightnets.distill`` and ``lightnets.specialists`` pass theirs); the default is
@@ -217,15 +223,21 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
     run, recorded = None, None
     if resume is not None:
         run = Run.resume(resume, setup.kind)
+        run.require_given(model=model, data=str(data.source) if isinstance(data, Dataset) else data,
+                          image_size=image_size, val_split=val_split, train_subset=train_subset,
+                          model_args=model_args)
         cfg, rec = run.record, run.recipe(**overrides)
         model, data, image_size, val_split = cfg["model"], cfg["data"], cfg["image_size"], cfg["val_split"]
         train_subset = cfg.get("train_subset")
         model_args = cfg["model_args"]
         recorded = cfg.get("speed")
     else:
+        model, data = model or "vovnet27_slim_cifar", "sample" if data is None else data
         rec = get_recipe(recipe, **overrides)
         refuse_existing(out, exist_ok)
     entry = model_info(model)
+    if image_size is not None and image_size < 1:
+        raise LightnetsError(f"image size must be a positive number of pixels, got {image_size}")
     image_size = image_size or entry.input_size
     dev = pick_device(device)
     init_distributed(dev)
@@ -234,6 +246,7 @@ def train(model: str = "vovnet27_slim_cifar", data: str | Path | Dataset = "samp
                                                                strict=strict, seed=rec.seed)
     if train_subset is not None:
         dataset = replace(dataset, train=subset(dataset.train, train_subset, rec.seed))
+    seed_everything(rec.seed)
     net = create_model(model, num_classes=len(dataset.classes), **(model_args or {}))
     cache_key = {"model": model, "model_args": model_args or {}, "num_classes": len(dataset.classes),
                  "compile": rec.compile}
@@ -299,7 +312,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, *, val_split: float | Non
     dev = pick_device(device)
     model = load_model(checkpoint, dev).to(memory_format=torch.channels_last)
     meta = model.checkpoint_meta
-    dataset = load_data(data, meta["image_size"], val_split=val_split, strict=strict, seed=meta["recipe"]["seed"])
+    dataset = load_data(data, meta["image_size"], val_split=val_split, strict=strict, seed=meta["recipe"]["seed"],
+                        evaluation=True)
     missing = sorted(set(dataset.classes) - set(meta["classes"]))
     if missing:
         raise LightnetsError(f"{data} has classes the checkpoint was not trained on: {', '.join(missing)}")
@@ -307,8 +321,10 @@ def evaluate(checkpoint: str | Path, data: str | Path, *, val_split: float | Non
     remap = torch.tensor([meta["classes"].index(c) for c in dataset.classes])
     split = Split(dataset.test.images, remap[dataset.test.labels])
     amp = meta["recipe"].get("amp")
-    return evaluate_split(model, split, meta["classes"], meta["mean"], meta["std"], batch_size=batch_size,
-                          amp=amp if dev.type != "cpu" or amp == "bf16" else None, tta=tta)
+    result = evaluate_split(model, split, meta["classes"], meta["mean"], meta["std"], batch_size=batch_size,
+                            amp=amp if dev.type != "cpu" or amp == "bf16" else None, tta=tta)
+    result.skipped = dataset.skipped
+    return result
 
 
 def predict(checkpoint: str | Path | nn.Module, inputs: list[str | Path], *, topk: int = 5, batch_size: int = 64,

@@ -247,7 +247,8 @@ def distill(student: str | None = None, teachers: str | Path | Sequence[str | Pa
         if any(v is not None for v in (temperature, alpha, combine, distill_recipe)) or teachers:
             raise LightnetsError("a resumed distillation keeps its teachers, temperature, alpha and combine")
         record = Run.resume(resume, Distillation.kind).record
-        return train(resume=resume, setup=Distillation.from_record(record["distill"]), **overrides)
+        # The student and data given again are checked against the record by train's resume rule.
+        return train(student, data, resume=resume, setup=Distillation.from_record(record["distill"]), **overrides)
     if student is None or not teachers or data is None:
         raise LightnetsError("distill needs a student model name, at least one teacher checkpoint and a data source")
     distill_recipe = distill_recipe or "default"

@@ -17,7 +17,8 @@ The contract, so a new task needs no loop of its own:
 
 The loop owns the rest: autocast (bf16 on CPU, bf16/fp16 on CUDA), the LR schedule, EMA, DDP,
 a non-finite-loss stop naming the epoch and step, ``metrics.jsonl``, atomic checkpoints
-(``last``, ``best``, ``state``), exact resume and a tqdm progress bar.
+(``last``, ``best``, ``state``; written only when every weight, buffer and optimizer tensor is finite, so the
+checkpoint a divergence message calls good is), exact resume and a tqdm progress bar.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class BatchSource(Protocol):
 
 
 class NonFiniteLoss(LightnetsError):
-    """Training diverged; the message names the epoch and step, and the last good checkpoint."""
+    """Training diverged (a non-finite loss, or weights, batch-norm statistics or optimizer state that are); the
+    message names where, and the last good checkpoint."""
 
 
 @dataclass
@@ -109,6 +111,22 @@ def _max_over_processes(value: float) -> float:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         value = float(t)
     return value
+
+
+def _diverged(what: str, run_dir: Path, epoch: int) -> NonFiniteLoss:
+    """The divergence error: ``what`` happened in (0-based) ``epoch``, whose predecessor wrote the last checkpoint."""
+    last = f"{run_dir / 'last'} (epoch {epoch})" if epoch > 0 else "none (it failed in the first epoch)"
+    return NonFiniteLoss(f"{what}; the last good checkpoint is {last}. Lower --lr, add --warmup or --grad-clip")
+
+
+def _first_non_finite(model: nn.Module, ema: Ema | None, optimizer: torch.optim.Optimizer) -> str | None:
+    """The name of the first weight, buffer (batch-norm statistics) or optimizer tensor holding inf or NaN, or None:
+    a finite loss does not make them finite, and a checkpoint holding one is no good."""
+    named = [(f"weight or buffer {k}", v) for k, v in model.state_dict().items()]
+    named += [(f"EMA weight or buffer {k}", v) for k, v in (ema.module.state_dict().items() if ema else [])]
+    named += [(f"optimizer {name} of parameter {i}", v) for i, state in enumerate(optimizer.state.values())
+              for name, v in state.items() if isinstance(v, torch.Tensor)]
+    return next((name for name, v in named if v.dtype.is_floating_point and not torch.isfinite(v).all()), None)
 
 
 def _autocast(device: torch.device, amp: str | None) -> torch.autocast:
@@ -188,10 +206,8 @@ def fit(model: nn.Module, task: Task, batches: BatchSource, optimizer: torch.opt
             logged = _mean_over_processes(torch.stack([loss.detach().float(),
                                                        *(v.detach().float() for v in metrics.values())]))
             if not torch.isfinite(logged[0]):
-                last = f"{run_dir / 'last'} (epoch {epoch})" if epoch > 0 else "none (it failed in the first epoch)"
-                raise NonFiniteLoss(f"loss became {logged[0].item()} at epoch {epoch + 1}, step {i + 1} "
-                                    f"(global step {step + 1}); the last good checkpoint is {last}. "
-                                    "Lower --lr, add --warmup or --grad-clip")
+                raise _diverged(f"loss became {logged[0].item()} at epoch {epoch + 1}, step {i + 1} "
+                                f"(global step {step + 1})", run_dir, epoch)
             if scaler is not None:
                 scaler.scale(loss).backward()
             else:
@@ -218,6 +234,10 @@ def fit(model: nn.Module, task: Task, batches: BatchSource, optimizer: torch.opt
                                 | {"lr": f"{optimizer.param_groups[0]['lr']:.3g}", "img/s": f"{rate:.0f}"})
             t_data = time.perf_counter()
         bar.close()
+        bad = _first_non_finite(model, ema, optimizer)
+        if _max_over_processes(float(bad is not None)):
+            raise _diverged(f"{bad or 'a weight, buffer or optimizer tensor (on another process)'} became "
+                            f"non-finite in epoch {epoch + 1} though the loss stayed finite", run_dir, epoch)
         epoch_time = time.perf_counter() - t0
         elapsed += epoch_time
         used = _max_over_processes(used + clock() - c0)

@@ -3,27 +3,33 @@ searches, so that a new task adds only its data, model, task and evaluation.
 
 A run folder holds ``config.json`` (what the run was started with, and its ``kind``: the command that starts such
 runs), the JSONL logs it appends to, its checkpoints and plots. ``Run.start`` makes the folder: the given one
-(refused when it holds files, unless ``exist_ok``, which clears only the files a run of that kind writes) or the
-next free ``runs/KIND/NAME[-N]``. ``Run.resume`` reads a folder back and refuses one of another kind. There is one
-resume rule: what the logged results depend on must agree (``Run.require``), and of a recipe only the number of
-epochs may grow (``Run.recipe``). Under DDP the first process makes the folder and the others are told its name.
+(refused when it holds files, unless ``exist_ok`` and it holds a lightnets run: then only the files a run of that
+kind writes are cleared, and named) or the next free ``runs/KIND/NAME[-N]``. ``Run.resume`` reads a folder back and
+refuses one of another kind. Both remove the temporary files a killed write left behind. There is one resume rule:
+what the logged results depend on must agree (``Run.require``; ``Run.require_given`` for the options given again at
+resume), and of a recipe only the number of epochs may grow (``Run.recipe``). ``seed_everything`` comes before a
+model is built, so that a seed makes the whole run reproducible. Under DDP the first process makes the folder and
+the others are told its name.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .._io import JsonLog, write_text_atomically
+from .._io import JsonLog, is_temp_file, remove_stale_temp_files, write_text_atomically
 from ..errors import LightnetsError
 from .loop import BatchSource, Evaluate, LoopConfig, Task, fit, rank_and_world
 from .recipes import Recipe
@@ -54,17 +60,48 @@ def init_distributed(device: torch.device) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
-def refuse_existing(out: str | Path | None, exist_ok: bool) -> None:
-    """Refuse a run folder that exists and holds files, unless ``exist_ok`` (checked before any slow work)."""
-    if out is not None and not exist_ok and Path(out).is_dir() and any(Path(out).iterdir()):
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (every device's): called before a model is built, so that two
+    runs with one seed start from the same weights and, the loop reseeding each epoch, end with the same ones."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def holds_run(folder: Path, written: Sequence[str] = TRAINING_FILES) -> bool:
+    """Whether ``folder`` holds a lightnets run, so ``exist_ok`` may clear it: its ``config.json`` is a run's record
+    (it has a ``kind``, or, from an older version, the ``lightnets`` version that wrote it); or the folder holds only
+    temporary files of a killed write and, for a kind that records no ``config.json`` (specialists), the files it
+    writes and run folders."""
+    try:
+        record = json.loads((folder / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    if isinstance(record, dict) and ("kind" in record or "lightnets" in record):
+        return True
+    own = () if "config.json" in written else written
+    return all(is_temp_file(p) or (p.name in own and p.is_file()) or (bool(own) and p.is_dir() and holds_run(p))
+               for p in folder.iterdir())
+
+
+def refuse_existing(out: str | Path | None, exist_ok: bool, written: Sequence[str] = TRAINING_FILES) -> None:
+    """Refuse a run folder that exists and holds files, unless ``exist_ok`` and it holds a lightnets run (checked
+    before any slow work): ``exist_ok`` never clears a folder of the user's own."""
+    if out is None or not Path(out).is_dir() or not any(Path(out).iterdir()):
+        return
+    if not exist_ok:
         raise LightnetsError(f"run folder {out} already exists and is not empty; choose another --out, "
                              "pass --exist-ok to overwrite it, or --resume it")
+    if not holds_run(Path(out), written):
+        raise LightnetsError(f"--exist-ok clears only a lightnets run folder, and {out} holds files but no run's "
+                             "config.json; choose another --out, or empty it yourself")
 
 
 def prepare_run_dir(out: str | Path | None, name: str, exist_ok: bool, kind: str = "train",
                     written: Sequence[str] = TRAINING_FILES) -> Path:
-    """The run folder: ``out`` (refused if not empty, unless ``exist_ok``: then the ``written`` files of an earlier
-    run are removed, nothing else) or the next free ``runs/KIND/NAME-N``."""
+    """The run folder: ``out`` (refused if not empty, unless ``exist_ok`` and it holds a run: then the ``written``
+    files of the earlier run are removed, and named, nothing else) or the next free ``runs/KIND/NAME-N``; the
+    temporary files a killed write left there are removed."""
     if out is None:
         base = Path("runs") / kind / name
         out, i = base, 1
@@ -72,10 +109,14 @@ def prepare_run_dir(out: str | Path | None, name: str, exist_ok: bool, kind: str
             i += 1
             out = base.with_name(f"{name}-{i}")
     out = Path(out)
-    refuse_existing(out, exist_ok)
-    for file in written:
-        (out / file).unlink(missing_ok=True)
+    refuse_existing(out, exist_ok, written)
+    removed = [file for file in written if (out / file).is_file() or (out / file).is_symlink()]
+    for file in removed:
+        (out / file).unlink()
+    if removed:
+        print(f"--exist-ok: removed {', '.join(removed)} of the earlier run in {out}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out)
     return out
 
 
@@ -85,6 +126,29 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         return json.loads((Path(run_dir) / "config.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise LightnetsError(f"cannot resume {run_dir}: no readable config.json ({err})") from None
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    try:
+        return isinstance(a, str) and isinstance(b, str) and os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class RunResult:
+    """What a task's training returns: the run folder, the per-epoch metrics, the final metrics of the last
+    weights on the held-out data, and the run's record."""
+
+    run_dir: Path
+    history: list[dict]
+    metrics: dict[str, float]
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,6 +191,8 @@ class Run:
             command = COMMANDS.get(run.kind, run.kind)
             raise LightnetsError(f"{run_dir} is a {run.kind} run, not a {kind} run; resume it with "
                                  f"`lightnets {command} --resume {run_dir}`")
+        if rank_and_world()[0] == 0:
+            remove_stale_temp_files(run.dir)
         return run
 
     def save(self) -> None:
@@ -136,8 +202,21 @@ class Run:
         """Refuse to continue unless the record agrees with ``same`` on every key (what its results depend on)."""
         changed = sorted(k for k, v in same.items() if self.record.get(k) != v)
         if changed:
+            values = "; ".join(f"{k}: {_brief(self.record.get(k))} there, {_brief(same[k])} here" for k in changed)
             raise LightnetsError(f"cannot resume {self.dir}: its {', '.join(changed)} differ(s) from this run's, so "
-                                 "its results do not apply")
+                                 f"its results do not apply ({values})")
+
+    def require_given(self, paths: Sequence[str] = ("data",), **given: Any) -> None:
+        """``require`` for the options given again at resume, where None (not given) is no conflict: the run continues
+        with its recorded ones, so a different one would otherwise be silently ignored. Values are compared as their
+        JSON (as recorded); of the ``paths`` keys, another spelling of the recorded file or folder is the same."""
+        same = {}
+        for key, value in given.items():
+            if value is not None:
+                value = json.loads(json.dumps(value, default=str))
+                recorded = self.record.get(key)
+                same[key] = recorded if key in paths and _same_file(value, recorded) else value
+        self.require(same)
 
     def recipe(self, **overrides: Any) -> Recipe:
         """The recorded recipe; of the ``overrides`` only a larger ``epochs`` may differ."""
