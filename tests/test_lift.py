@@ -182,6 +182,9 @@ def test_reader_names_what_is_missing(tmp_path, h36m):
     (tmp_path / "garbage.npz").write_bytes(b"not a zip")
     with pytest.raises(LightnetsError, match="cannot read"):
         read_h36m(tmp_path / "garbage.npz")
+    np.savez(tmp_path / "videopose3d.npz", positions_3d=np.array([{"S1": {}}], dtype=object))
+    with pytest.raises(LightnetsError, match="VideoPose3D's layout"):
+        read_h36m(tmp_path / "videopose3d.npz")
     with pytest.raises(LightnetsError, match="no cameras for subject S3"):
         read_h36m(h36m, "gt", (3,))
 

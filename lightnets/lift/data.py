@@ -55,6 +55,10 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in H36M_KEYS if k not in z.files]
+            if "positions_3d" in z.files or "positions_2d" in z.files:
+                raise LightnetsError(f"{path} is in VideoPose3D's layout, pickled dictionaries, which lightnets never "
+                                     "unpickles; convert the 3d-pose-baseline folder instead (`lightnets lift "
+                                     "convert`)")
             if missing:
                 raise LightnetsError(f"{path} is not a Human3.6M npz in the 3d-pose-baseline layout: it lacks "
                                      f"{', '.join(missing)}")

@@ -23,7 +23,7 @@ from torch.func import functional_call
 from .._version import __version__
 from ..bench.timing import thread_count
 from ..errors import LightnetsError
-from ..train.loop import LoopConfig
+from ..train.loop import Evaluate, LoopConfig
 from ..train.plots import plot_curves
 from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
 from ..train.run import Run, RunResult, pick_device, refuse_existing, seed_everything
@@ -111,7 +111,7 @@ def lift(model: RepNet, pose2d: torch.Tensor, batch_size: int = 4096) -> torch.T
     return torch.cat(out) if out else torch.zeros(0, 16, 3)
 
 
-def evaluation(test: PoseSet) -> Any:
+def evaluation(test: PoseSet) -> Evaluate:
     """The per-epoch evaluation: protocol 1 and 2 on ``test`` (``val_`` keys; monitored: ``val_pck3d``)."""
     truth = torch.as_tensor(test.pose3d)
 
