@@ -44,8 +44,13 @@ def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
         with atomic_output(path) as tmp:
             write(tmp)
     except (OSError, SafetensorError) as err:
-        cause = (err.strerror or str(err)) if isinstance(err, OSError) else err
-        raise LightnetsError(f"cannot write {path}: {cause}") from None
+        raise write_failure(path, err) from None
+
+
+def write_failure(path: Path, err: Exception) -> LightnetsError:
+    """The one-line error for a failed write of ``path``: the file meant, not the temporary one, and the cause."""
+    cause = (err.strerror or str(err)) if isinstance(err, OSError) else err
+    return LightnetsError(f"cannot write {path}: {cause}")
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -61,7 +66,7 @@ def _process_alive(pid: int) -> bool:
         except ProcessLookupError:
             return False
         except PermissionError:  # it exists, under another user
-            pass
+            return True
     return True
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import atomic_output
+from .._io import atomic_output, write_failure
 from .._version import __version__
 from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import LightnetsError
@@ -220,7 +220,7 @@ def export_onnx(
                 raise LightnetsError(f"export failed the numeric check: max |logit difference| {diff:.3g} > "
                                      f"{limit:g} ({precision}); nothing was written to {str(path)!r}")
     except OSError as err:  # a full disk, a read-only folder: Python's error names only the temporary file
-        raise LightnetsError(f"cannot write {path}: {err.strerror or err}") from None
+        raise write_failure(path, err) from None
     return ExportResult(path, precision, opset, n_folded, diff, agree)
 
 

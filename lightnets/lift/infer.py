@@ -14,10 +14,9 @@ from ..errors import LightnetsError
 from ..train.checkpoint import load_checkpoint, restore_model
 from ..train.run import pick_device
 from .data import TEST_SUBJECTS, read_h36m, read_keypoints
-from .metrics import lifting_metrics
 from .model import RepNet, create_lifter
 from .skeleton import BONES, JOINTS
-from .train import lift
+from .train import lift, pose_set_metrics
 
 
 def load_lifter(path: str | Path, device: str | torch.device = "cpu") -> RepNet:
@@ -35,8 +34,7 @@ def evaluate_lifter(checkpoint: str | Path, data: str | Path, inputs: str | None
     "sh"; default: what the checkpoint was trained on)."""
     model = load_lifter(checkpoint, pick_device(device))
     test = read_h36m(data, inputs or model.checkpoint_meta["inputs"], TEST_SUBJECTS)
-    metrics = lifting_metrics(lift(model, test.pose2d), torch.as_tensor(test.pose3d), test.action,
-                              test.action_names)
+    metrics = pose_set_metrics(model, test)
     return metrics | {"skipped": test.skipped}
 
 

@@ -111,12 +111,16 @@ def lift(model: RepNet, pose2d: torch.Tensor, batch_size: int = 4096) -> torch.T
     return torch.cat(out) if out else torch.zeros(0, 16, 3)
 
 
+def pose_set_metrics(model: RepNet, poses: PoseSet) -> dict[str, float]:
+    """``lifting_metrics`` of ``model``'s lifts of every 2D pose of ``poses`` against their 3D."""
+    return lifting_metrics(lift(model, poses.pose2d), torch.as_tensor(poses.pose3d), poses.action, poses.action_names)
+
+
 def evaluation(test: PoseSet) -> Evaluate:
     """The per-epoch evaluation: protocol 1 and 2 on ``test`` (``val_`` keys; monitored: ``val_pck3d``)."""
-    truth = torch.as_tensor(test.pose3d)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        metrics = lifting_metrics(lift(model, test.pose2d), truth, test.action, test.action_names)
+        metrics = pose_set_metrics(model, test)
         return {f"val_{k}": v for k, v in metrics.items() if k in ("p1_mm", "p2_mm", "pck3d", "symmetry_mm")}
 
     return evaluate
@@ -172,7 +176,6 @@ def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = Tru
         optimizer = make_optimizer(model, rec, betas=BETAS)
         history = run.fit(model, LiftTask(camera_loss), batches, optimizer, make_schedule(rec), loop,
                           evaluate=evaluation(held), meta=meta)
-        metrics = lifting_metrics(lift(model, test_set.pose2d), torch.as_tensor(test_set.pose3d), test_set.action,
-                                  test_set.action_names)
+        metrics = pose_set_metrics(model, test_set)
     plot_curves(history, run.dir / "curves.png")
     return RunResult(run.dir, history, metrics, run.record)
