@@ -9,6 +9,9 @@ pixels wide, letterboxed to ``--input-size``.
 
     python benchmarks/detect_budget.py --backbone mobilenetv3_small_100 --stacks 1,2 --budget-min 30 --threads 1 \\
         --pages 400 --val-pages 50 --input-size 384 --batch-size 8 --epochs 15 --repeat 4 --out runs/detect-budget
+
+``--pretrained TAG`` starts the backbone from those published weights (run folders end in ``-TAG``), so a
+pretrained backbone and a random one can be compared at the same budget.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def row(run_dir: Path) -> dict[str, str]:
     recipe = config["recipe"]
     return {
         "backbone": config["backbone"],
+        "backbone start": config.get("pretrained") or "random",
         "stacks": str(config["stacks"]),
         "params M": f"{count_params(create_detector(**config['detector'])) / 1e6:.2f}",
         "input": str(config["input_size"]),
@@ -88,6 +92,8 @@ def main() -> None:
     parser.add_argument("--val-seed", type=int, default=1, help="held-out pages")
     parser.add_argument("--out", default="runs/detect-budget", help="run folders go to OUT-BACKBONE-sN, pages to "
                         "OUT-pages/")
+    parser.add_argument("--pretrained", default=None, metavar="TAG", help="start the backbone from these published "
+                        "weights (`lightnets models --pretrained`)")
     parser.add_argument("--report-only", action="store_true", help="only read existing run folders")
     args = parser.parse_args()
     if not args.report_only and not coco_map_available():
@@ -99,13 +105,13 @@ def main() -> None:
         held_out = pages(root, "heldout", args.val_pages, args.page_size, char_sizes, args.val_seed)
     rows = []
     for stacks in (int(s) for s in args.stacks.split(",")):
-        run_dir = Path(f"{args.out}-{args.backbone}-s{stacks}")
+        run_dir = Path(f"{args.out}-{args.backbone}-s{stacks}" + (f"-{args.pretrained}" if args.pretrained else ""))
         if not args.report_only:
             train_detector(train_pages, args.backbone, val_data=held_out, class_agnostic=True,
                            input_size=args.input_size, stacks=stacks, recipe=DETECTION_RECIPE,
                            augment=None if args.no_augment else DetectionAugment(), repeat=args.repeat,
                            top_k=args.top_k, out=run_dir, progress=False, budget_min=args.budget_min,
-                           threads=args.threads,
+                           threads=args.threads, pretrained=args.pretrained,
                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
         rows.append(row(run_dir))
         print(format_table(rows[-1:]), flush=True)

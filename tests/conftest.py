@@ -1,7 +1,6 @@
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 torch.manual_seed(0)
 
@@ -15,17 +14,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def randomize_batch_norms(model: nn.Module, seed: int = 0) -> None:
-    """Give every batch norm non-trivial statistics and affine terms, as after training, so that a wrong
-    fold or export shows (fresh batch norms are identities)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.normal_(0, 0.2, generator=g)
 
 
 def write_folder(root):

@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from conftest import randomize_batch_norms
 from test_search import CIFAR, tiny_data
 
 import lightnets
 from lightnets.bench import Timing, count_params
 from lightnets.errors import LightnetsError
+from lightnets.models.base import randomize_batch_norms
 from lightnets.search import (
     Arch,
     LatencyTable,

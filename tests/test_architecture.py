@@ -11,8 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lightnets"
 # Lowest floor first; a module's floor is that of the longest prefix naming it. Keep in step with ARCHITECTURE.md.
 FLOORS = [
     ("lightnets._io", "lightnets._plot", "lightnets._version", "lightnets.errors"),
-    ("lightnets.layers", "lightnets.models", "lightnets.data", "lightnets.train.loop", "lightnets.train.checkpoint",
-     "lightnets.train.recipes"),
+    ("lightnets.layers", "lightnets.models", "lightnets.data", "lightnets.weights", "lightnets.train.loop",
+     "lightnets.train.checkpoint", "lightnets.train.recipes"),
     ("lightnets.bench", "lightnets.deploy", "lightnets.export", "lightnets.report"),
     ("lightnets.train",),
     ("lightnets.detect", "lightnets.search", "lightnets.segment", "lightnets.pose", "lightnets.lift"),

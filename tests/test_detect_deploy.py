@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_batch_norms
 from PIL import Image
 from torch import nn
 
@@ -26,6 +25,7 @@ from lightnets.detect import (
     network_input,
     synthetic_pages,
 )
+from lightnets.models.base import randomize_batch_norms
 from lightnets.train import save_checkpoint
 
 pytest.importorskip("onnx")

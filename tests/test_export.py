@@ -5,7 +5,6 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_batch_norms
 from PIL import Image
 from torch import nn
 
@@ -14,6 +13,7 @@ import lightnets.deploy.onnx as deploy_onnx
 import lightnets.export as ex
 from lightnets import LightnetsError
 from lightnets.cli import main
+from lightnets.models.base import randomize_batch_norms
 
 SMALL = "mobilenetv3_small_075_cifar"
 

@@ -7,7 +7,7 @@ import sys
 
 from ..errors import LightnetsError
 from ..report import format_table
-from .options import csv_of, positive_float, positive_int
+from .options import add_pretrained_option, csv_of, positive_float, positive_int
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -75,7 +75,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..bench.compare import compare_int8
     from ..deploy import export_onnx, load_for_deploy, load_images
 
-    model, info = load_for_deploy(args.model)
+    model, info = load_for_deploy(args.model, args.pretrained)
     if args.input_size:
         info = dataclasses.replace(info, input_size=args.input_size)
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
@@ -139,6 +139,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("export", help="fold batch norm, export to ONNX, check it against PyTorch")
     p.add_argument("model", metavar="MODEL_OR_CHECKPOINT")
+    add_pretrained_option(p, "a model name")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", "-o", default=None, help="the .onnx file (default: MODEL[_fp16|_int8].onnx)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 or newer (default 18)")

@@ -6,7 +6,7 @@ import argparse
 
 from ..detect.train import RECIPE_FIELDS_UNUSED
 from ..report import format_table
-from .options import add_recipe_options, csv_of, device_name, human, pair_of, recipe_overrides
+from .options import add_pretrained_option, add_recipe_options, csv_of, device_name, human, pair_of, recipe_overrides
 
 
 def _metric_row(metrics: dict[str, float]) -> list[dict[str, str]]:
@@ -31,7 +31,7 @@ def cmd_detect_train(args: argparse.Namespace) -> int:
                             class_agnostic=args.class_agnostic, input_size=args.input_size, stacks=args.stacks,
                             recipe=DETECTION_RECIPE, augment=augment, repeat=args.repeat, top_k=args.top_k,
                             out=args.out, exist_ok=args.exist_ok, resume=args.resume, device=args.device,
-                            **overrides)
+                            pretrained=args.pretrained, **overrides)
     if result.config.get("skipped"):
         print("skipped " + ", ".join(f"{n} {what}" for what, n in result.config["skipped"].items()))
     print(format_table(_metric_row(result.metrics)))
@@ -119,6 +119,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", default=None, help="run folder (default runs/train/detect-BACKBONE[-N])")
     d.add_argument("--exist-ok", action="store_true")
     d.add_argument("--resume", default=None, metavar="RUN_DIR")
+    add_pretrained_option(d, "the backbone")
     d.add_argument("--device", type=device_name, default=None)
     d.set_defaults(func=cmd_detect_train)
 

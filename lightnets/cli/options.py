@@ -66,7 +66,7 @@ RECIPE_TYPES: dict[str, Callable[[str], Any]] = {
     "epochs": positive_int, "batch_size": positive_int, "lr": positive_float, "momentum": non_negative_float,
     "wd": non_negative_float, "warmup": non_negative_float, "label_smoothing": non_negative_float,
     "ema": non_negative_float, "grad_clip": positive_float, "crop_pad": non_negative_int,
-    "cutout": non_negative_int, "budget_min": positive_float,
+    "cutout": non_negative_int, "budget_min": positive_float, "freeze": non_negative_int,
 }
 
 
@@ -195,10 +195,11 @@ def training_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments ``train`` (and ``distill``) take from the options of ``add_training_options``."""
     return dict(out=args.out, exist_ok=args.exist_ok, resume=args.resume, image_size=args.image_size,
                 val_split=args.val_split, train_subset=args.train_subset, strict=args.strict, device=args.device,
-                progress=not args.quiet, **recipe_overrides(args))
+                progress=not args.quiet, pretrained=args.pretrained, **recipe_overrides(args))
 
 
-def add_recipe_options(p: argparse.ArgumentParser, recipe_help: str | None = "fast (default), source, source_wd",
+def add_recipe_options(p: argparse.ArgumentParser,
+                       recipe_help: str | None = "fast (default), finetune, source, source_wd",
                        exclude: Sequence[str] = ()) -> None:
     """``--config``, the named recipe (``recipe_help`` None: no choice of recipe) and one option per recipe field,
     for every training command."""
@@ -224,6 +225,12 @@ def add_run_options(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_pretrained_option(p: argparse.ArgumentParser, what: str = "the model") -> None:
+    p.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="TAG|PATH",
+                   help=f"start {what} from weights: alone, the default published ones; or a tag of `lightnets "
+                   "models --pretrained`, a run folder or a weights file (use --recipe finetune)")
+
+
 def add_training_options(p: argparse.ArgumentParser, kind: str) -> None:
     """The options of `lightnets train` besides the model, shared with `lightnets distill`."""
     p.add_argument("--data", default=None, help="image folder, .tar/.tar.gz, CIFAR-10 python archive, "
@@ -235,4 +242,5 @@ def add_training_options(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--train-subset", type=positive_int, default=None, metavar="N",
                    help="train on N images of the training split, class-balanced (seeded by --seed)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run exactly")
+    add_pretrained_option(p)
     add_run_options(p, kind)

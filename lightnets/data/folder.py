@@ -11,6 +11,7 @@ skipped and listed like undecodable images.
 from __future__ import annotations
 
 import io
+import math
 import os
 import stat
 import tarfile
@@ -40,15 +41,27 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(data: bytes | Path, size: int | None) -> np.ndarray:
-    """One image as an ``(H, W, 3)`` uint8 array; with ``size``, shorter side resized to it and centre-cropped."""
+INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+                  "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+
+
+def decode_image(data: bytes | Path, size: int | None, crop_pct: float = 1.0,
+                 interpolation: str = "bilinear") -> np.ndarray:
+    """One image as an ``(H, W, 3)`` uint8 array; with ``size``, shorter side resized to ``floor(size / crop_pct)``
+    with ``interpolation`` and the centre ``size`` x ``size`` cropped (timm's and torchvision's evaluation
+    transform; ``crop_pct`` 1 keeps the whole shorter side)."""
+    if not 0 < crop_pct <= 1:
+        raise LightnetsError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    if interpolation not in INTERPOLATIONS:
+        raise LightnetsError(f"unknown interpolation {interpolation!r}; choose from {', '.join(INTERPOLATIONS)}")
     with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
         img = _to_rgb(img)
-        if size is not None and img.size != (size, size):
+        if size is not None and (img.size != (size, size) or crop_pct < 1):
             w, h = img.size
-            scale = size / min(w, h)
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            img = img.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
+            short = max(size, math.floor(size / crop_pct))
+            scale = short / min(w, h)
+            nw, nh = max(short, round(w * scale)), max(short, round(h * scale))
+            img = img.resize((nw, nh), INTERPOLATIONS[interpolation], reducing_gap=3.0)
             left, top = (nw - size) // 2, (nh - size) // 2
             img = img.crop((left, top, left + size, top + size))
         return np.array(img, dtype=np.uint8)  # a writable copy, so torch.from_numpy is safe

@@ -13,13 +13,15 @@ from torch import nn
 from ..data import normalize
 from ..data.folder import decode_image, image_files
 from ..errors import LightnetsError
-from ..models import create_model, model_info
+from ..models import model_info
+from ..weights import create_model
 from .onnx import DeployInfo, read_metadata
 from .runtimes import input_batch, runtime_missing, runtime_runner
 
 
-def load_for_deploy(model_or_checkpoint: str) -> tuple[nn.Module, DeployInfo]:
-    """A registered model name (random weights, ImageNet normalisation) or a checkpoint, in eval mode.
+def load_for_deploy(model_or_checkpoint: str, pretrained: bool | str | None = None) -> tuple[nn.Module, DeployInfo]:
+    """A registered model name (random weights and ImageNet normalisation, or the ``pretrained`` weights with
+    their class names and pre-processing) or a checkpoint, in eval mode.
 
     A checkpoint is a run folder (its best checkpoint) or a checkpoint's ``.safetensors``/``.json`` file.
     """
@@ -27,7 +29,12 @@ def load_for_deploy(model_or_checkpoint: str) -> tuple[nn.Module, DeployInfo]:
     if path.suffix in (".safetensors", ".json") or path.exists():
         return _load_checkpoint(path)
     entry = model_info(model_or_checkpoint)
-    model = create_model(model_or_checkpoint).eval()
+    model = create_model(model_or_checkpoint, pretrained=pretrained or False).eval()
+    meta = getattr(model, "checkpoint_meta", None)
+    if meta is not None:
+        return model, DeployInfo(entry.name, int(meta["image_size"]), list(meta["classes"]), tuple(meta["mean"]),
+                                 tuple(meta["std"]), dict(meta["model_args"]), crop_pct=float(meta["crop_pct"]),
+                                 interpolation=meta["interpolation"])
     names = [str(i) for i in range(model.num_classes)]
     return model, DeployInfo(entry.name, entry.input_size, names)
 
@@ -42,14 +49,17 @@ def _load_checkpoint(path: Path) -> tuple[nn.Module, DeployInfo]:
     meta = model.checkpoint_meta
     top1 = (meta.get("metrics") or {}).get("val_top1")  # percent
     info = DeployInfo(meta["model"], int(meta["image_size"]), list(meta["classes"]), tuple(meta["mean"]),
-                      tuple(meta["std"]), dict(meta.get("model_args") or {}), None if top1 is None else top1 / 100)
+                      tuple(meta["std"]), dict(meta.get("model_args") or {}), None if top1 is None else top1 / 100,
+                      float(meta.get("crop_pct", 1.0)), meta.get("interpolation", "bilinear"))
     return model, info
 
 
 def preprocess(images: Sequence[str | Path], info: DeployInfo) -> np.ndarray:
     """Image files to a normalised float32 batch exactly as ``predict_images`` feeds a model: shorter side
-    resized to the input size and centre-cropped, scaled to 0..1, standardised with the model's mean and std."""
-    pixels = torch.from_numpy(np.stack([decode_image(Path(f), info.input_size) for f in images]))
+    resized to ``input_size / crop_pct`` and centre-cropped, scaled to 0..1, standardised with the model's mean and
+    std."""
+    pixels = torch.from_numpy(np.stack([decode_image(Path(f), info.input_size, info.crop_pct, info.interpolation)
+                                        for f in images]))
     return normalize(pixels.permute(0, 3, 1, 2), list(info.mean), list(info.std), channels_last=False).numpy()
 
 
@@ -59,7 +69,8 @@ def predict_images(model: nn.Module, inputs: Sequence[str | Path], *, topk: int 
     """Top-k (class, probability) for every image in ``inputs`` (files or folders), batched, for a model that
     carries ``checkpoint_meta`` (a loaded checkpoint, or an ``OnnxClassifier``), on the model's device.
 
-    Returns the predictions and the files that could not be decoded (``strict`` raises on the first).
+    Returns the predictions and the files that could not be decoded (``strict`` raises on the first). The model
+    runs in eval mode (batch norm on its running statistics) and is handed back in the mode it came in.
     """
     for name, value in (("topk", topk), ("batch size", batch_size)):
         if value < 1:
@@ -67,25 +78,31 @@ def predict_images(model: nn.Module, inputs: Sequence[str | Path], *, topk: int 
     meta = model.checkpoint_meta
     # Read before the loop: a key the checkpoint lacks is its error, not an "undecodable image".
     classes, size, mean, std = meta["classes"], meta["image_size"], meta["mean"], meta["std"]
+    crop_pct, interpolation = float(meta.get("crop_pct", 1.0)), meta.get("interpolation", "bilinear")
     device = next(model.parameters(), torch.empty(0)).device
     files, skipped, results = image_files(list(inputs)), [], []
     k = min(topk, len(classes))  # more than there are classes: every class
-    for start in range(0, len(files), batch_size):
-        arrays, names = [], []
-        for f in files[start:start + batch_size]:
-            try:
-                arrays.append(torch.from_numpy(decode_image(f, size)))
-                names.append(f)
-            except Exception as err:  # Pillow raises many types for a damaged file
-                if strict:
-                    raise LightnetsError(f"cannot decode image {f}: {err}") from None
-                skipped.append(f)
-        if not arrays:
-            continue
-        x = normalize(torch.stack(arrays).permute(0, 3, 1, 2).to(device), mean, std, channels_last=False)
-        p, idx = model(x).float().softmax(1).topk(k, 1)
-        for f, pi, ii in zip(names, p.tolist(), idx.tolist(), strict=True):
-            results.append((f, [(classes[i], v) for i, v in zip(ii, pi, strict=True)]))
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(files), batch_size):
+            arrays, names = [], []
+            for f in files[start:start + batch_size]:
+                try:
+                    arrays.append(torch.from_numpy(decode_image(f, size, crop_pct, interpolation)))
+                    names.append(f)
+                except Exception as err:  # Pillow raises many types for a damaged file
+                    if strict:
+                        raise LightnetsError(f"cannot decode image {f}: {err}") from None
+                    skipped.append(f)
+            if not arrays:
+                continue
+            x = normalize(torch.stack(arrays).permute(0, 3, 1, 2).to(device), mean, std, channels_last=False)
+            p, idx = model(x).float().softmax(1).topk(k, 1)
+            for f, pi, ii in zip(names, p.tolist(), idx.tolist(), strict=True):
+                results.append((f, [(classes[i], v) for i, v in zip(ii, pi, strict=True)]))
+    finally:
+        model.train(was_training)
     return results, skipped
 
 
@@ -106,7 +123,8 @@ class OnnxClassifier(nn.Module):
         self.info = DeployInfo.from_metadata(read_metadata(path))
         self.checkpoint_meta = {"model": self.info.model_name, "classes": self.info.class_names,
                                 "image_size": self.info.input_size, "mean": list(self.info.mean),
-                                "std": list(self.info.std)}
+                                "std": list(self.info.std), "crop_pct": self.info.crop_pct,
+                                "interpolation": self.info.interpolation}
         self.runtime = runtime
         self._run = runtime_runner(path, runtime, threads)
         self.fixed_batch = input_batch(path)

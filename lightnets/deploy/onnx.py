@@ -46,6 +46,8 @@ class DeployInfo:
     std: tuple[float, ...] = IMAGENET_STD
     model_args: dict[str, Any] = field(default_factory=dict)
     top1: float | None = None  # accuracy the checkpoint records, as a fraction
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
 
     def metadata(self) -> dict[str, str]:
         """The ONNX ``metadata_props`` entries (strings; lists as JSON)."""
@@ -58,6 +60,8 @@ class DeployInfo:
             "class_names": json.dumps(self.class_names),
             "mean": json.dumps(list(self.mean)),
             "std": json.dumps(list(self.std)),
+            "crop_pct": str(self.crop_pct),
+            "interpolation": self.interpolation,
         }
 
     @classmethod
@@ -69,7 +73,8 @@ class DeployInfo:
         try:
             return cls(meta["model_name"], int(meta["input_size"]), json.loads(meta["class_names"]),
                        tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"])),
-                       json.loads(meta.get("model_args", "{}")), float(meta["top1"]) if "top1" in meta else None)
+                       json.loads(meta.get("model_args", "{}")), float(meta["top1"]) if "top1" in meta else None,
+                       float(meta.get("crop_pct", 1.0)), meta.get("interpolation", "bilinear"))
         except (TypeError, ValueError) as err:  # json's JSONDecodeError is a ValueError
             raise LightnetsError(f"the ONNX file's lightnets metadata is damaged ({err}); export it again") from None
 

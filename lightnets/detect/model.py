@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import LightnetsError
 from ..layers import ConvBnAct, DepthwiseSeparable, init_weights
-from ..models import create_model
 from ..models.base import FeatureInfo, LightNet, check_num_classes
+from ..weights import create_model, data_config
 
 HEATMAP_PRIOR = 0.1  # the heatmap bias starts every pixel at this probability, so early focal losses stay small
 
@@ -121,8 +122,17 @@ class CenterNet(nn.Module):
     """
 
     def __init__(self, backbone: LightNet, num_classes: int, stacks: int = 1, neck_chs: int = 64,
-                 head_chs: int = 64, output_stride: int = 4, refine_depth: int = 2) -> None:
+                 head_chs: int = 64, output_stride: int = 4, refine_depth: int = 2,
+                 input_norm: tuple[list[float], list[float]] | None = None) -> None:
         super().__init__()
+        # Pages are always standardised with ImageNet's mean and std; a backbone whose weights expect others gets
+        # its own by one per-channel affine map (exact, and exported with the model).
+        mean, std = input_norm or (IMAGENET_MEAN, IMAGENET_STD)
+        scale = torch.tensor(IMAGENET_STD) / torch.tensor(std)
+        self.register_buffer("input_scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_shift", ((torch.tensor(IMAGENET_MEAN) - torch.tensor(mean)) / torch.tensor(std))
+                             .view(1, 3, 1, 1), persistent=False)
+        self.renormalise = input_norm is not None
         check_num_classes(num_classes)
         if not isinstance(stacks, int) or stacks < 1:
             raise LightnetsError(f"stacks must be an integer >= 1, got {stacks!r}")
@@ -145,6 +155,8 @@ class CenterNet(nn.Module):
         self.config: dict[str, Any] = {}
 
     def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        if self.renormalise:
+            x = x * self.input_scale.to(x.dtype) + self.input_shift.to(x.dtype)
         features = self.neck(self.backbone.forward_stages(x))
         outputs = [self.heads(features)]
         for stage in self.refinements:
@@ -154,16 +166,25 @@ class CenterNet(nn.Module):
 
 def create_detector(backbone: str, num_classes: int, stacks: int = 1, in_chans: int = 3, neck_chs: int = 64,
                     head_chs: int = 64, output_stride: int = 4, refine_depth: int = 2,
+                    input_norm: tuple[list[float], list[float]] | None = None, pretrained: bool | str | None = None,
                     **backbone_overrides: Any) -> CenterNet:
     """A CenterNet on the registered backbone ``backbone`` (any name of ``lightnets.list_models()``).
 
-    ``backbone_overrides`` go to the backbone's constructor (``width_mult=0.5``, ...). The returned model's
-    ``config`` holds every argument, enough to rebuild it for a checkpoint.
+    ``backbone_overrides`` go to the backbone's constructor (``width_mult=0.5``, ...). ``pretrained`` starts the
+    backbone from weights (as ``lightnets.create_model``), with the options and the mean and std (``input_norm``)
+    they need. The returned model's ``config`` holds every argument, enough to rebuild it for a checkpoint.
     """
-    backbone_model = create_model(backbone, num_classes=1, in_chans=in_chans, **backbone_overrides)
+    backbone_model = create_model(backbone, num_classes=1, in_chans=in_chans, pretrained=pretrained or False,
+                                  **backbone_overrides)
+    if pretrained:
+        backbone_overrides = backbone_model.model_args
+        config = data_config(backbone_model)
+        if (config.mean, config.std) != (IMAGENET_MEAN, IMAGENET_STD):
+            input_norm = (list(config.mean), list(config.std))
     model = CenterNet(backbone_model, num_classes, stacks=stacks, neck_chs=neck_chs, head_chs=head_chs,
-                      output_stride=output_stride, refine_depth=refine_depth)
+                      output_stride=output_stride, refine_depth=refine_depth, input_norm=input_norm)
     model.config = {"backbone": backbone, "num_classes": num_classes, "stacks": stacks, "in_chans": in_chans,
                     "neck_chs": neck_chs, "head_chs": head_chs, "output_stride": output_stride,
-                    "refine_depth": refine_depth, **backbone_overrides}
+                    "refine_depth": refine_depth, **({"input_norm": input_norm} if input_norm else {}),
+                    **backbone_overrides}
     return model

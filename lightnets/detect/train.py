@@ -85,6 +85,7 @@ def train_detector(
     device: str | None = None,
     threads: int | None = None,
     progress: bool = True,
+    pretrained: bool | str | None = None,
     **overrides: Any,
 ) -> DetectTrainResult:
     """Train a CenterNet on ``backbone`` (any registered model) and evaluate it on the validation pages.
@@ -98,7 +99,9 @@ def train_detector(
     repeat, top 100). ``resume`` continues the run in that folder with the configuration it was started with; an
     option given too must be the recorded one. The recipe's seed seeds every generator before the detector is
     built, so a seed makes the run reproducible. Precision, layout and CPU threads not given are measured on this
-    machine first (``lightnets.train.speed``).
+    machine first (``lightnets.train.speed``). ``pretrained`` starts the backbone from weights (``True``: its
+    default published ones, a tag, or a file; see ``lightnets.create_model``); the recipe's ``freeze`` fixes its
+    first stages.
     """
     run, recorded = None, None
     if resume is not None:
@@ -106,13 +109,14 @@ def train_detector(
         run.require_given(("data", "val_data"), data=_source_of(data), val_data=_source_of(val_data),
                           backbone=backbone, val_split=val_split, class_agnostic=class_agnostic,
                           input_size=input_size, stacks=stacks, detector_args=detector_args, repeat=repeat,
-                          top_k=top_k)
+                          top_k=top_k, pretrained=None if pretrained is None else str(pretrained))
         cfg, rec = run.record, run.recipe(**overrides)
         data, val_data, val_split = cfg["data"], cfg["val_data"], cfg["val_split"]
         backbone, class_agnostic, input_size = cfg["backbone"], cfg["class_agnostic"], cfg["input_size"]
         stacks, detector_args, repeat, top_k = cfg["stacks"], cfg["detector_args"], cfg["repeat"], cfg["top_k"]
         augment = DetectionAugment(**cfg["augment"]) if cfg["augment"] else None
         recorded = cfg.get("speed")
+        pretrained = None  # the checkpoint holds the weights
     elif data is None:
         raise LightnetsError("give the training data (a COCO or Kuzushiji directory or archive), or resume a run")
     else:
@@ -135,7 +139,10 @@ def train_detector(
             raise LightnetsError("the validation data has other classes than the training data: "
                                  f"{val_set.class_names[:10]} against {train_set.class_names[:10]}")
     seed_everything(rec.seed)
-    model = create_detector(backbone, len(dataset.class_names), stacks=stacks, **(detector_args or {}))
+    model = create_detector(backbone, len(dataset.class_names), stacks=stacks, pretrained=pretrained,
+                            **(detector_args or {}))
+    if rec.freeze:
+        model.backbone.freeze_stages(rec.freeze)
     cache_key = {"detector": backbone, "classes": len(dataset.class_names), "stacks": stacks,
                  "detector_args": detector_args or {}}
     rec, speed = settle_speed(model, rec, (3, input_size, input_size), dev, threads=threads, cache_key=cache_key,
@@ -157,7 +164,9 @@ def _train_detector(model: CenterNet, rec: Recipe, speed: SpeedChoice, dev: torc
     train_cache = DetectionCache(train_set, input_size, progress=progress and rank == 0)
     val_cache = DetectionCache(val_set, input_size, progress=progress and rank == 0).to(dev)
     monitor = "val_map50" if coco_map_available() else "val_f1"
+    pretrained = getattr(model.backbone, "pretrained", None)
     config = {"backbone": backbone, "stacks": stacks, "detector_args": detector_args or {}, "detector": model.config,
+              **({"pretrained": pretrained} if pretrained else {}),
               "data": str(dataset.source.path), "val_data": str(val_set.source.path) if val_data is not None else None,
               "val_split": val_split, "class_agnostic": class_agnostic, "input_size": input_size,
               "recipe": rec.to_dict(), "augment": dataclasses.asdict(augment) if augment else None,

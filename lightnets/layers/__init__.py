@@ -2,7 +2,7 @@
 
 from .activations import ACTIVATIONS, get_act
 from .blocks import DropPath, InvertedResidual, SqueezeExcite
-from .conv import ConvBnAct, DepthwiseSeparable, init_weights, make_divisible
+from .conv import Conv2dTFSame, ConvBnAct, DepthwiseSeparable, init_weights, make_divisible, tf_same_pad
 from .dense import BnActConv, DenseBlock, DenseLayer, TwoWayDenseLayer
 from .igc import (
     ChannelInterlace,
@@ -11,18 +11,20 @@ from .igc import (
     channel_receptive_field,
     check_full_channel_receptive_field,
 )
-from .osa import OSAModule
+from .osa import EffectiveSqueezeExcite, OSAModule
 
 __all__ = [
     "ACTIVATIONS",
     "BnActConv",
     "CLCBlock",
     "ChannelInterlace",
+    "Conv2dTFSame",
     "ConvBnAct",
     "DenseBlock",
     "DenseLayer",
     "DepthwiseSeparable",
     "DropPath",
+    "EffectiveSqueezeExcite",
     "InterlacedGroupConv",
     "InvertedResidual",
     "OSAModule",
@@ -33,4 +35,5 @@ __all__ = [
     "get_act",
     "init_weights",
     "make_divisible",
+    "tf_same_pad",
 ]

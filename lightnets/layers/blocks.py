@@ -52,6 +52,7 @@ class InvertedResidual(nn.Module):
 
     A residual connection (with stochastic depth) is used when stride is 1 and widths match.
     With ``expand_chs == in_chs`` the expansion conv is left out, as in the first block of each paper.
+    ``tf_padding`` pads the strided depthwise conv as TensorFlow's "SAME" (see ``Conv2dTFSame``).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class InvertedResidual(nn.Module):
         se_gate: ActFactory = nn.Hardsigmoid,
         drop_path: float = 0.0,
         bn_eps: float = 1e-5,
+        tf_padding: bool = False,
     ) -> None:
         super().__init__()
         self.use_residual = stride == 1 and in_chs == out_chs
@@ -74,7 +76,7 @@ class InvertedResidual(nn.Module):
             ConvBnAct(in_chs, expand_chs, 1, act=act, bn_eps=bn_eps) if expand_chs != in_chs else nn.Identity()
         )
         self.depthwise = ConvBnAct(expand_chs, expand_chs, kernel_size, stride, groups=expand_chs, act=act,
-                                   bn_eps=bn_eps)
+                                   bn_eps=bn_eps, tf_padding=tf_padding)
         self.se = SqueezeExcite(expand_chs, se_chs, se_act, se_gate) if se_chs > 0 else nn.Identity()
         self.project = ConvBnAct(expand_chs, out_chs, 1, act=None, bn_eps=bn_eps)
         self.drop_path = DropPath(drop_path) if self.use_residual and drop_path > 0 else nn.Identity()

@@ -49,7 +49,9 @@ class PoseSet:
                        self.camera[rows], self.action_names, self.skipped, self.source, self.notes)
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
+def load_h36m_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The checked arrays of a Human3.6M npz in the 3d-pose-baseline layout, views kept apart (multiview work needs
+    them so; ``read_h36m`` flattens them into pose rows)."""
     if not path.is_file():
         raise LightnetsError(f"no such file: {path}")
     try:
@@ -77,7 +79,7 @@ def read_h36m(path: str | Path, inputs: str = "gt", subjects: tuple[int, ...] = 
     if inputs not in INPUTS:
         raise LightnetsError(f"unknown 2D inputs {inputs!r}; choose from {', '.join(INPUTS)}")
     path = Path(path)
-    z = _load_npz(path)
+    z = load_h36m_arrays(path)
     world = z["pose3d_world"]
     if world.ndim != 3 or world.shape[1:] != (17, 3) or z["pose2d_sh"].shape[1:] != (4, 16, 2):
         raise LightnetsError(f"{path}: expected pose3d_world (N, 17, 3) and pose2d_sh (N, 4, 16, 2), got "

@@ -37,7 +37,7 @@ BETAS = (0.5, 0.9)
 GRADIENT_PENALTY = 10.0
 # The recipe fields lifting does not use (image augmentation and layout, TTA, label smoothing, compile).
 RECIPE_FIELDS_UNUSED = ("crop_pad", "flip", "cutout", "rrc_scale", "tta", "label_smoothing", "compile",
-                        "channels_last")
+                        "channels_last", "freeze")
 LIFT_RECIPE = Recipe(epochs=20, batch_size=256, opt="adam", lr=1e-3, wd=0.0, schedule="cosine", warmup=0.0,
                      flip=False, crop_pad=0)
 EVAL_EVERY = 8  # the per-epoch evaluation uses every 8th test row; `lightnets lift eval` uses them all

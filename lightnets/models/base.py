@@ -61,6 +61,32 @@ class ClassifierHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
+class FrozenBatchNorm2d(nn.Module):
+    """Batch norm with fixed statistics and affine terms (buffers, not parameters), whatever the train/eval mode:
+    the state-dict keys of ``nn.BatchNorm2d``, so checkpoints load into either."""
+
+    def __init__(self, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        self.eps = bn.eps
+        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            self.register_buffer(name, getattr(bn, name).detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
+
+
+def _freeze(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, FrozenBatchNorm2d(child))
+        else:
+            _freeze(child)
+    for p in module.parameters(recurse=False):
+        p.requires_grad_(False)
+
+
 class LightNet(nn.Module):
     """Base class: a ``stem``, a list of ``stages`` (each ends at a new stride), an optional
     ``final`` layer on the last stage (a 1x1 conv, say) and a ``head``.
@@ -123,6 +149,16 @@ class LightNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def freeze_stages(self, count: int) -> None:
+        """Fine-tuning: fix the stem and the first ``count`` stages (weights and batch-norm statistics), so the
+        early, generic features of pretrained weights are kept and cost no backward pass."""
+        if not 0 <= count <= len(self.stages):
+            raise LightnetsError(f"can freeze 0 to {len(self.stages)} stages of {type(self).__name__}, got {count}")
+        if count == 0:
+            return
+        for module in [self.stem, *self.stages[:count]]:
+            _freeze(module)
+
     def get_classifier(self) -> nn.Linear:
         return self.head.fc
 
@@ -172,3 +208,16 @@ def build_stages(
     stages = nn.ModuleList(nn.Sequential(*g) for g in groups)
     info = [FeatureInfo(c, s, f"stages.{i}") for i, (c, s) in enumerate(zip(channels, strides, strict=True))]
     return stages, info
+
+
+def randomize_batch_norms(model: nn.Module, seed: int = 0) -> None:
+    """Give every batch norm non-trivial statistics and affine terms, as after training. Fresh batch norms are
+    identities, which would hide a wrong fold, export, epsilon or order when random-weight models are compared."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.normal_(0, 0.2, generator=g)

@@ -13,10 +13,11 @@ from .registry import Published, register_model
 
 
 class DenseTransition(nn.Sequential):
-    """Between two dense blocks: BN-ReLU-1x1 conv to ``out_chs`` (the compression), then a 2x2 average pool."""
+    """Between two dense blocks: BN-ReLU-1x1 conv to ``out_chs`` (the compression), then a 2x2 average pool
+    that keeps an odd last row and column (``ceil_mode``) unless ``pool_ceil=False``."""
 
-    def __init__(self, in_chs: int, out_chs: int) -> None:
-        super().__init__(BnActConv(in_chs, out_chs, 1), nn.AvgPool2d(2, ceil_mode=True))
+    def __init__(self, in_chs: int, out_chs: int, pool_ceil: bool = True) -> None:
+        super().__init__(BnActConv(in_chs, out_chs, 1), nn.AvgPool2d(2, ceil_mode=pool_ceil))
         self.out_chs = out_chs
 
 
@@ -33,6 +34,9 @@ class DenseNet(LightNet):
     max-pool, as in the paper's CIFAR networks, so only the three transitions downsample (total stride 8, a
     4x4 final map). Stages are the dense blocks, each with the transition that precedes it.
 
+    ``pool_ceil=False`` makes the transitions' average pools drop an odd last row and column, as torchvision's
+    and timm's do; the two agree wherever the maps are even (224, 256, 32), and differ at, say, 250.
+
     The ``densenet_k*_cifar`` presets are the small DenseNets of the source CIFAR-10 experiment, named by growth
     rate and layers per block (``KERAS_CIFAR_PRESETS``). Its Keras build used a 16-channel stem and a 128-channel
     bottleneck whatever the growth rate (``bottleneck_chs=128``), and printed 0.255M, 0.505M, 0.600M, 1.10M and
@@ -44,7 +48,7 @@ class DenseNet(LightNet):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, growth_rate: int = 32,
                  block_config: tuple[int, ...] = (6, 12, 24, 16), stem_chs: int = 64,
                  bottleneck_chs: int | None = None, compression: float = 0.5, drop_rate: float = 0.0,
-                 cifar: bool = False) -> None:
+                 cifar: bool = False, pool_ceil: bool = True) -> None:
         super().__init__(num_classes, in_chans)
         if not block_config or any(not isinstance(n, int) or n < 1 for n in block_config):
             raise LightnetsError(f"block_config must list at least one positive layer count, got {block_config!r}")
@@ -63,7 +67,7 @@ class DenseNet(LightNet):
         for i, num_layers in enumerate(block_config):
             parts: list[nn.Module] = []
             if i > 0:
-                parts.append(DenseTransition(chs, int(chs * compression)))
+                parts.append(DenseTransition(chs, int(chs * compression), pool_ceil))
                 chs, stride = parts[-1].out_chs, stride * 2
             parts.append(DenseBlock(chs, num_layers, growth_rate, make_layer))
             chs = parts[-1].out_chs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers import ConvBnAct, DepthwiseSeparable, init_weights
+from ..layers import ConvBnAct, DepthwiseSeparable, get_act, init_weights
 from .base import ClassifierHead, LightNet, build_stages, check_multiplier, cifar_strides
 from .registry import Published, register_model
 
@@ -24,23 +24,28 @@ class MobileNetV1(LightNet):
     ``cifar=True`` (the ``_cifar`` variants, for 32x32 inputs): the stem conv has stride 1 instead
     of 2 and the first stride-2 depthwise layer (64 -> 128) has stride 1, so the total stride is 8
     and a 32x32 image ends as a 4x4 map. Everything else is as in the paper.
+
+    ``act`` names the activation after every conv: "relu" as in the paper, or "relu6" as TF-slim's reference
+    and timm's ``mobilenetv1_100`` (whose weights need it; their BN epsilon is our 1e-5 and they have no
+    head conv either).
     """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
-                 drop_rate: float = 0.0, cifar: bool = False) -> None:
+                 drop_rate: float = 0.0, cifar: bool = False, act: str = "relu") -> None:
         super().__init__(num_classes, in_chans)
         check_multiplier("width_mult", width_mult)
+        act_layer = get_act(act)
 
         def width(c: int) -> int:
             return max(int(c * width_mult), 8)
 
         stem_stride = 1 if cifar else 2
-        self.stem = ConvBnAct(in_chans, width(32), 3, stem_stride)
+        self.stem = ConvBnAct(in_chans, width(32), 3, stem_stride, act=act_layer)
         blocks = []
         in_chs = width(32)
         strides = cifar_strides([stride for _, stride in MOBILENET_V1_LAYERS], cifar)
         for (out, stride), actual in zip(MOBILENET_V1_LAYERS, strides, strict=True):
-            blocks.append((DepthwiseSeparable(in_chs, width(out), actual), actual, stride == 2))
+            blocks.append((DepthwiseSeparable(in_chs, width(out), actual, act=act_layer), actual, stride == 2))
             in_chs = width(out)
         self.stages, self.feature_info = build_stages(blocks, width(32), stem_stride)
         self.final = nn.Identity()

@@ -66,11 +66,15 @@ class MobileNetV3(LightNet):
 
     ``cifar=True`` (the ``_cifar`` variants, for 32x32 inputs): the stem conv and the first stride-2
     bneck have stride 1, so the total stride is 8 (4x4 final map). Nothing else changes.
+
+    ``bn_eps`` is BatchNorm's epsilon (1e-5 as timm's weights; torchvision's and TF's use 1e-3).
+    ``tf_padding=True`` pads the strided convs as TensorFlow's "SAME" (extra pixel bottom/right), which
+    weights ported from TensorFlow need (timm's ``tf_mobilenetv3_*``).
     """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, variant: str = "large",
                  width_mult: float = 1.0, drop_rate: float = 0.2, drop_path_rate: float = 0.0,
-                 cifar: bool = False) -> None:
+                 cifar: bool = False, bn_eps: float = 1e-5, tf_padding: bool = False) -> None:
         super().__init__(num_classes, in_chans)
         check_multiplier("width_mult", width_mult)
         if variant not in CONFIGS:
@@ -79,7 +83,8 @@ class MobileNetV3(LightNet):
 
         stem_chs = make_divisible(16 * width_mult)
         stem_stride = 1 if cifar else 2
-        self.stem = ConvBnAct(in_chans, stem_chs, 3, stem_stride, act=nn.Hardswish)
+        self.stem = ConvBnAct(in_chans, stem_chs, 3, stem_stride, act=nn.Hardswish, bn_eps=bn_eps,
+                              tf_padding=tf_padding)
         blocks = []
         in_chs, paper_in_chs = stem_chs, 16
         strides = cifar_strides([spec.stride for spec in specs], cifar)
@@ -89,13 +94,13 @@ class MobileNetV3(LightNet):
             block = InvertedResidual(
                 in_chs, expand, out, spec.kernel, stride, act=get_act(spec.act),
                 se_chs=make_divisible(expand // 4) if spec.se else 0, se_act=nn.ReLU, se_gate=nn.Hardsigmoid,
-                drop_path=drop_path_rate * i / len(specs),
+                drop_path=drop_path_rate * i / len(specs), bn_eps=bn_eps, tf_padding=tf_padding,
             )
             blocks.append((block, stride, spec.stride == 2))
             in_chs, paper_in_chs = out, spec.out
         self.stages, self.feature_info = build_stages(blocks, stem_chs, stem_stride)
         final_chs = make_divisible(specs[-1].out * 6 * width_mult)
-        self.final = ConvBnAct(in_chs, final_chs, 1, act=nn.Hardswish)
+        self.final = ConvBnAct(in_chs, final_chs, 1, act=nn.Hardswish, bn_eps=bn_eps)
         self.head = ClassifierHead(final_chs, num_classes, drop_rate, hidden_chs=head_chs, hidden_act=nn.Hardswish)
         init_weights(self)
 

@@ -33,10 +33,16 @@ class VoVNet(LightNet):
     because each of our OSA modules, like the paper's, feeds its own input into the final 1x1 aggregation while
     the Keras build aggregates only the five 3x3 outputs: the weights from module input to aggregation are the
     whole difference (0.34M / 2.98M / 5.21M), beside BatchNorm's moving statistics that Keras also counts.
+
+    VoVNetV2 (Lee and Park 2020, CenterMask; timm's ``ese_vovnet39b`` / ``ese_vovnet57b``, the same stem, widths
+    and pools as above): ``ese=True`` gates the last OSA module of each stage with an effective squeeze-excite,
+    and ``residual=True`` adds an identity shortcut around every OSA module but the first of each stage (the only
+    ones whose input and output widths agree), after the gate. Only their fresh initialisation differs from
+    timm's (see the comment in ``__init__``).
     """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, variant: str = "39", layers_per_module: int = 5,
-                 drop_rate: float = 0.0, cifar: bool = False) -> None:
+                 drop_rate: float = 0.0, cifar: bool = False, ese: bool = False, residual: bool = False) -> None:
         super().__init__(num_classes, in_chans)
         if variant not in VOVNET_CONFIGS:
             raise LightnetsError(f"variant must be one of {', '.join(sorted(VOVNET_CONFIGS))}, got {variant!r}")
@@ -53,8 +59,9 @@ class VoVNet(LightNet):
             if i > 0:
                 parts.append(nn.MaxPool2d(3, 2, ceil_mode=True))
                 stride *= 2
-            for _ in range(count):
-                parts.append(OSAModule(chs, conv_chs, stage_out, layers_per_module))
+            for j in range(count):
+                parts.append(OSAModule(chs, conv_chs, stage_out, layers_per_module, ese=ese and j == count - 1,
+                                       residual=residual and j > 0))
                 chs = stage_out
             stages.append(nn.Sequential(*parts))
             self.feature_info.append(FeatureInfo(chs, stride, f"stages.{i}"))
@@ -62,6 +69,15 @@ class VoVNet(LightNet):
         self.final = nn.Identity()
         self.head = ClassifierHead(chs, num_classes, drop_rate)
         init_weights(self)
+        # Each shortcut adds a whole module's (post-ReLU, positive) output to the stream, which no norm follows:
+        # fresh, a stage of k modules would hand on about k times a module's scale, and a first SGD step at the
+        # usual learning rates overshoots (as timm's own ese_vovnet57b does). Starting the shortcut modules'
+        # aggregation BN scale at 1/k keeps the stream near one module's scale; loaded weights overwrite it.
+        for stage in self.stages:
+            modules = [m for m in stage if isinstance(m, OSAModule)]
+            for module in modules:
+                if module.residual:
+                    nn.init.constant_(module.aggregate[1].weight, 1.0 / len(modules))
 
 
 # The source experiment's Keras CIFAR-10 builds: parameters it printed.
@@ -82,4 +98,12 @@ for _variant, _params, _exact, _source in [
     register_model(
         f"{_name}_cifar", VoVNet, family="vovnet", input_size=32, variant=_variant, cifar=True,
         summary=f"{_title} for 32x32: stem's first conv at stride 1 (total stride 16, 2x2 final map)",
+    )
+
+_V2 = "Lee and Park 2020, CenterMask (VoVNetV2: eSE and identity shortcuts)"
+for _variant, _exact in [("39", 24_568_936), ("57", 38_608_936)]:
+    register_model(
+        f"ese_vovnet{_variant}b", VoVNet, family="vovnet", input_size=224, variant=_variant, ese=True, residual=True,
+        summary=f"VoVNetV2-{_variant}: VoVNet-{_variant} with eSE and identity shortcuts (timm ese_vovnet{_variant}b)",
+        published=Published(_V2, reference_params=_exact, reference_source=f"timm ese_vovnet{_variant}b"),
     )

@@ -25,7 +25,8 @@ from ..data import Augment, Dataset, ImageBatches, Split, eval_batches, load_dat
 from ..data.dataset import subset
 from ..deploy.classifier import predict_images
 from ..errors import LightnetsError
-from ..models import create_model, model_info
+from ..models import model_info
+from ..weights import create_model, data_config, find_weights, is_weight_path
 from .checkpoint import load_checkpoint, load_model
 from .loop import LoopConfig, Task, rank_and_world
 from .plots import plot_confusion, plot_curves
@@ -203,7 +204,8 @@ def train(model: str | None = None, data: str | Path | Dataset | None = None,
           resume: str | Path | None = None, image_size: int | None = None, val_split: float | None = None,
           train_subset: int | None = None, strict: bool = False, device: str | None = None,
           model_args: dict[str, Any] | None = None, progress: bool = True, setup: RunSetup | None = None,
-          threads: int | None = None, **overrides: Any) -> TrainResult:
+          threads: int | None = None, pretrained: bool | str | Path | None = None,
+          **overrides: Any) -> TrainResult:
     """Train a registered model (default ``vovnet27_slim_cifar``) on a data source (default ``"sample"``) and
     evaluate it; returns the run's history and final test result.
 
@@ -218,6 +220,9 @@ def train(model: str | None = None, data: str | Path | Dataset | None = None,
     model starts and learns (``lightnets.distill`` and ``lightnets.specialists`` pass theirs); the default is
     plain training. The recipe's ``amp`` and ``channels_last`` and the CPU ``threads`` are measured on this machine
     unless given (see ``lightnets.train.speed``); the line saying what was chosen is printed with ``progress``.
+    ``pretrained`` starts from weights (``True``: the model's default published ones, a tag, or a run folder or
+    weights file; see ``lightnets.create_model``) with their mean and std and the options they need; a classifier
+    of another size starts fresh. The ``finetune`` recipe suits such runs.
     """
     setup = setup or RunSetup()
     run, recorded = None, None
@@ -225,17 +230,20 @@ def train(model: str | None = None, data: str | Path | Dataset | None = None,
         run = Run.resume(resume, setup.kind)
         run.require_given(model=model, data=str(data.source) if isinstance(data, Dataset) else data,
                           image_size=image_size, val_split=val_split, train_subset=train_subset,
-                          model_args=model_args)
+                          model_args=model_args, pretrained=None if pretrained is None else str(pretrained))
         cfg, rec = run.record, run.recipe(**overrides)
         model, data, image_size, val_split = cfg["model"], cfg["data"], cfg["image_size"], cfg["val_split"]
         train_subset = cfg.get("train_subset")
         model_args = cfg["model_args"]
         recorded = cfg.get("speed")
+        pretrained = None  # the checkpoint holds the weights
     else:
         model, data = model or "vovnet27_slim_cifar", "sample" if data is None else data
         rec = get_recipe(recipe, **overrides)
         refuse_existing(out, exist_ok)
     entry = model_info(model)
+    if pretrained and not is_weight_path(pretrained):
+        find_weights(model, pretrained)  # an unknown tag fails before the data is decoded
     if image_size is not None and image_size < 1:
         raise LightnetsError(f"image size must be a positive number of pixels, got {image_size}")
     image_size = image_size or entry.input_size
@@ -247,27 +255,40 @@ def train(model: str | None = None, data: str | Path | Dataset | None = None,
     if train_subset is not None:
         dataset = replace(dataset, train=subset(dataset.train, train_subset, rec.seed))
     seed_everything(rec.seed)
-    net = create_model(model, num_classes=len(dataset.classes), **(model_args or {}))
+    norm = None
+    if pretrained:
+        if isinstance(setup, FineTune):
+            raise LightnetsError("this run starts from its own weights; pretrained= does not apply")
+        net = create_model(model, num_classes=len(dataset.classes), pretrained=pretrained, **(model_args or {}))
+        model_args, config = net.model_args, data_config(net)
+        norm = (list(config.mean), list(config.std), net.pretrained)
+    else:
+        net = create_model(model, num_classes=len(dataset.classes), **(model_args or {}))
+    if rec.freeze:
+        net.freeze_stages(rec.freeze)
     cache_key = {"model": model, "model_args": model_args or {}, "num_classes": len(dataset.classes),
                  "compile": rec.compile}
     rec, speed = settle_speed(net, rec, (3, *dataset.image_size), dev, threads=threads, cache_key=cache_key,
                               recorded=recorded, progress=progress)
     with thread_count(speed.threads):
         return _train(net, dataset, rec, speed, setup, dev, model, model_args, image_size, val_split, train_subset,
-                      out, exist_ok, run, progress)
+                      out, exist_ok, run, progress, norm)
 
 
 def _train(net: nn.Module, dataset: Dataset, rec: Recipe, speed: SpeedChoice, setup: RunSetup, dev: torch.device,
            model: str, model_args: dict[str, Any] | None, image_size: int, val_split: float | None,
            train_subset: int | None, out: str | Path | None, exist_ok: bool, run: Run | None,
-           progress: bool) -> TrainResult:
-    """``train`` once the data, the model and the speed are settled (run under the chosen thread count)."""
+           progress: bool, pretrained: tuple[list[float], list[float], str] | None) -> TrainResult:
+    """``train`` once the data, the model and the speed are settled (run under the chosen thread count);
+    ``pretrained`` is the starting weights' (mean, std, name) when there are such."""
     rank, world = rank_and_world()
     net = net.to(dev, memory_format=torch.channels_last if rec.channels_last else torch.contiguous_format)
-    mean, std = setup.normalisation(dataset)
+    mean, std = pretrained[:2] if pretrained else setup.normalisation(dataset)
     task = setup.build(net, dataset, rec, mean, std, dev)
     record = setup.record()
     record = {setup.kind: record} if record else {}
+    if pretrained:
+        record["pretrained"] = pretrained[2]
     config = {**record, "model": model, "model_args": model_args or {},
               "data": str(dataset.source), "image_size": image_size, "val_split": val_split,
               "train_subset": train_subset, "recipe": rec.to_dict(),

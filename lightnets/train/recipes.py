@@ -59,6 +59,8 @@ class Recipe:
                                                                 "measured here)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     tta: bool = field(default=False, metadata={"help": "evaluate on each image and its mirror"})
+    freeze: int = field(default=0, metadata={"help": "fine-tuning: fix the stem and the first N stages (weights and "
+                                             "batch-norm statistics)"})
     budget_min: float | None = field(default=None, metadata={"help": "stop after this many minutes of training "
                                                              "(CPU time per thread on a CPU), the LR schedule "
                                                              "completed over the time"})
@@ -93,6 +95,7 @@ class Recipe:
             (self.amp in AMP, f"amp must be one of auto, none, bf16, fp16; got {self.amp!r}"),
             (self.channels_last in LAYOUTS, f"channels_last must be auto, True or False; got {self.channels_last!r}"),
             (self.cutout >= 0 and self.crop_pad >= 0, "cutout and crop padding must be >= 0"),
+            (self.freeze >= 0, f"freeze must be a number of stages >= 0, got {self.freeze}"),
             (self.budget_min is None or self.budget_min > 0, f"time budget must be > 0 minutes, got {self.budget_min}"),
         ]
         for ok, message in checks:
@@ -113,6 +116,10 @@ RECIPES: dict[str, Recipe] = {
     # Accuracy per CPU minute: the recipe of the budgeted CIFAR-10 runs in docs/TRAINING.md.
     "fast": Recipe(epochs=30, batch_size=256, opt="sgd", lr=0.2, momentum=0.9, wd=5e-4, schedule="onecycle",
                    warmup=2, label_smoothing=0.1, tta=True),
+    # From pretrained weights (lightnets train --pretrained): a tenth of fast's peak LR, so the first steps do not
+    # wreck the features, after a short warm-up in which the fresh classifier settles; light weight decay.
+    "finetune": Recipe(epochs=10, batch_size=128, opt="sgd", lr=0.02, momentum=0.9, wd=5e-5, schedule="cosine",
+                       warmup=0.5, label_smoothing=0.1, tta=True),
 }
 
 
