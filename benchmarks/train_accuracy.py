@@ -5,6 +5,9 @@ work on the machine stretches the wall time, not the budget), then the table rea
 
     python benchmarks/train_accuracy.py --models vovnet27_slim_cifar --budget-min 35 --threads 1 \\
         --data /work/shared/datasets/cifar10-png.tar.gz --out runs/cifar-budget
+
+``--runs DIR,DIR`` only tabulates run folders made by hand (``lightnets train ... --out DIR``), for instance
+fine-tuning from pretrained weights beside training from scratch; their rows say how each run started.
 """
 
 from __future__ import annotations
@@ -23,8 +26,13 @@ def row(run_dir: Path) -> dict[str, str]:
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     last = history[-1]
     params = count_params(create_model(config["model"], num_classes=len(config["classes"])))
+    recipe = config["recipe"]
     return {
         "model": config["model"],
+        "start": config.get("pretrained") or "random init",
+        "input": str(config["image_size"]),
+        "lr": f"{recipe['lr']:g}",
+        "frozen stages": str(recipe.get("freeze", 0)),
         "params M": f"{params / 1e6:.2f}",
         "budget min": f"{config['recipe']['budget_min'] or '-'}",
         "threads": str(config["threads"]),
@@ -44,7 +52,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: measured, as train's)")
     parser.add_argument("--out", default="runs/cifar-budget", help="run folders go to OUT-MODEL")
     parser.add_argument("--report-only", action="store_true", help="only read existing run folders")
+    parser.add_argument("--runs", default=None, metavar="DIR[,DIR...]", help="only tabulate these run folders")
     args = parser.parse_args()
+    if args.runs:
+        print(format_markdown([row(Path(d)) for d in args.runs.split(",")]))
+        return
     rows = []
     for name in args.models.split(","):
         run_dir = Path(f"{args.out}-{name}")

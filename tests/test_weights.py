@@ -177,6 +177,9 @@ def test_train_from_pretrained_records_weights_and_their_normalisation(fake_spec
     trained = lightnets.load_model(result.run_dir)
     assert trained.num_classes == 2
     assert torch.equal(trained.state_dict()["stem.0.weight"], source.state_dict()["stem.0.weight"])  # frozen stem
+    again = lightnets.create_model("mobilenetv3_small_100", pretrained=result.run_dir)  # a run folder of one's own
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in again.state_dict().items())
+    assert data_config(again).mean == spec.mean
 
 
 def test_cli_lists_weights_and_refuses_an_unknown_tag(capsys):
@@ -235,3 +238,13 @@ def test_detector_backbone_gets_its_weights_mean_and_std(fake_spec):
     x = network_input(pages)
     with torch.no_grad():
         assert torch.allclose(rebuilt(x)[-1]["heatmap"], detector(x)[-1]["heatmap"])
+
+
+def test_export_metadata_carries_the_crop_and_interpolation():
+    from lightnets.deploy.onnx import DeployInfo
+
+    info = DeployInfo("efficientnet_lite0", 224, ["a", "b"], (0.5,) * 3, (0.5,) * 3, {"tf_padding": True},
+                      crop_pct=0.875, interpolation="bicubic")
+    assert DeployInfo.from_metadata(info.metadata()) == info
+    older = {k: v for k, v in info.metadata().items() if k not in ("crop_pct", "interpolation")}
+    assert DeployInfo.from_metadata(older).crop_pct == 1.0  # files exported before: the whole image, bilinear
