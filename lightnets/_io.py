@@ -1,6 +1,7 @@
 """The ground floor of file writing: every file lightnets writes for keeps goes through a temporary file and a
-rename, so a crash (or a full disk) never leaves a half-written checkpoint, cache entry or record behind; and the
-JSONL logs runs append to, one record per line (``JsonLog``)."""
+rename, so a crash (or a full disk) never leaves a half-written checkpoint, cache entry or record behind; the
+JSONL logs runs append to, one record per line (``JsonLog``); and reading a safetensors file back, with one error
+naming a damaged one."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import LightnetsError
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .errors import LightnetsError, os_error_text
 
 _serial = itertools.count()  # tells apart the temporary files of one process
 # The name of ``atomic_output``'s temporary file for ``NAME``: ``.NAME.tmp<pid>.<serial>``.
@@ -128,3 +133,13 @@ class JsonLog:
         kept = list(records)
         write_text_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         return kept
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file; a truncated or foreign file is one error naming it."""
+    try:
+        return load_file(str(path))
+    except SafetensorError as err:
+        raise LightnetsError(f"{path} is not a readable safetensors file (truncated or damaged?): {err}") from None
+    except OSError as err:
+        raise LightnetsError(f"cannot read {path}: {os_error_text(err)}") from None

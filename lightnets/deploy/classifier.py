@@ -14,7 +14,7 @@ from ..data import normalize
 from ..data.folder import decode_image, image_files
 from ..errors import LightnetsError
 from ..models import model_info
-from ..weights import create_model
+from ..weights import DataConfig, create_model
 from .onnx import DeployInfo, read_metadata
 from .runtimes import input_batch, runtime_missing, runtime_runner
 
@@ -32,9 +32,7 @@ def load_for_deploy(model_or_checkpoint: str, pretrained: bool | str | None = No
     model = create_model(model_or_checkpoint, pretrained=pretrained or False).eval()
     meta = getattr(model, "checkpoint_meta", None)
     if meta is not None:
-        return model, DeployInfo(entry.name, int(meta["image_size"]), list(meta["classes"]), tuple(meta["mean"]),
-                                 tuple(meta["std"]), dict(meta["model_args"]), crop_pct=float(meta["crop_pct"]),
-                                 interpolation=meta["interpolation"])
+        return model, DeployInfo.from_checkpoint(meta)
     names = [str(i) for i in range(model.num_classes)]
     return model, DeployInfo(entry.name, entry.input_size, names)
 
@@ -46,12 +44,7 @@ def _load_checkpoint(path: Path) -> tuple[nn.Module, DeployInfo]:
     from ..train.checkpoint import load_model
 
     model = load_model(path)
-    meta = model.checkpoint_meta
-    top1 = (meta.get("metrics") or {}).get("val_top1")  # percent
-    info = DeployInfo(meta["model"], int(meta["image_size"]), list(meta["classes"]), tuple(meta["mean"]),
-                      tuple(meta["std"]), dict(meta.get("model_args") or {}), None if top1 is None else top1 / 100,
-                      float(meta.get("crop_pct", 1.0)), meta.get("interpolation", "bilinear"))
-    return model, info
+    return model, DeployInfo.from_checkpoint(model.checkpoint_meta)
 
 
 def preprocess(images: Sequence[str | Path], info: DeployInfo) -> np.ndarray:
@@ -77,8 +70,7 @@ def predict_images(model: nn.Module, inputs: Sequence[str | Path], *, topk: int 
             raise LightnetsError(f"{name} must be at least 1, got {value}")
     meta = model.checkpoint_meta
     # Read before the loop: a key the checkpoint lacks is its error, not an "undecodable image".
-    classes, size, mean, std = meta["classes"], meta["image_size"], meta["mean"], meta["std"]
-    crop_pct, interpolation = float(meta.get("crop_pct", 1.0)), meta.get("interpolation", "bilinear")
+    classes, config = meta["classes"], DataConfig.of_meta(meta)
     device = next(model.parameters(), torch.empty(0)).device
     files, skipped, results = image_files(list(inputs)), [], []
     k = min(topk, len(classes))  # more than there are classes: every class
@@ -89,7 +81,8 @@ def predict_images(model: nn.Module, inputs: Sequence[str | Path], *, topk: int 
             arrays, names = [], []
             for f in files[start:start + batch_size]:
                 try:
-                    arrays.append(torch.from_numpy(decode_image(f, size, crop_pct, interpolation)))
+                    arrays.append(torch.from_numpy(decode_image(f, config.input_size, config.crop_pct,
+                                                                config.interpolation)))
                     names.append(f)
                 except Exception as err:  # Pillow raises many types for a damaged file
                     if strict:
@@ -97,7 +90,8 @@ def predict_images(model: nn.Module, inputs: Sequence[str | Path], *, topk: int 
                     skipped.append(f)
             if not arrays:
                 continue
-            x = normalize(torch.stack(arrays).permute(0, 3, 1, 2).to(device), mean, std, channels_last=False)
+            x = normalize(torch.stack(arrays).permute(0, 3, 1, 2).to(device), list(config.mean), list(config.std),
+                          channels_last=False)
             p, idx = model(x).float().softmax(1).topk(k, 1)
             for f, pi, ii in zip(names, p.tolist(), idx.tolist(), strict=True):
                 results.append((f, [(classes[i], v) for i, v in zip(ii, pi, strict=True)]))

@@ -15,7 +15,7 @@ import io
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from .._io import atomic_output, write_failure
 from .._version import __version__
 from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import LightnetsError
+from ..weights.load import DataConfig
 from .runtimes import load_onnx, onnx_session
 
 # torch's exporter builds opset-18 graphs and converts them to the opset asked for: a newer one works, an older
@@ -63,6 +64,15 @@ class DeployInfo:
             "crop_pct": str(self.crop_pct),
             "interpolation": self.interpolation,
         }
+
+    @classmethod
+    def from_checkpoint(cls, meta: Mapping[str, Any]) -> DeployInfo:
+        """What a checkpoint's metadata (or a pretrained model's ``checkpoint_meta``) says about feeding the model."""
+        top1 = (meta.get("metrics") or {}).get("val_top1")  # percent
+        config = DataConfig.of_meta(meta)
+        return cls(meta["model"], config.input_size, list(meta["classes"]), config.mean, config.std,
+                   dict(meta.get("model_args") or {}), None if top1 is None else top1 / 100, config.crop_pct,
+                   config.interpolation)
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str]) -> DeployInfo:

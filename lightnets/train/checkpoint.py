@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-from .._io import replace_atomically
+from .._io import read_safetensors, replace_atomically
 from ..errors import LightnetsError, os_error_text
 
 FORMAT = "lightnets-checkpoint"
@@ -80,14 +80,10 @@ def check_meta(meta: dict[str, Any], path: Path) -> CheckpointMeta:
     return CheckpointMeta(meta, path)
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file; a truncated or foreign file is one error naming it."""
-    try:
-        return load_file(str(path))
-    except SafetensorError as err:
-        raise LightnetsError(f"{path} is not a readable safetensors file (truncated or damaged?): {err}") from None
-    except OSError as err:
-        raise LightnetsError(f"cannot read {path}: {os_error_text(err)}") from None
+def first_non_finite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or infinity, or None: such weights would only show
+    as NaN outputs, so they are refused before they are saved or loaded."""
+    return next((name for name, v in named if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
 
 
 def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -132,7 +128,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise LightnetsError(f"{meta_path} is not valid JSON ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise LightnetsError(f"{meta_path} is not a lightnets checkpoint (no \"format\": \"{FORMAT}\")")
-    return _read_tensors(weights), check_meta(meta, meta_path)
+    return read_safetensors(weights), check_meta(meta, meta_path)
 
 
 def save_state(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
@@ -144,7 +140,7 @@ def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors and counters ``save_state`` wrote; a damaged file is one error naming it."""
     if not Path(path).is_file():
         raise LightnetsError(f"cannot resume: {path} does not exist (the run saved no training state yet)")
-    tensors = _read_tensors(Path(path))
+    tensors = read_safetensors(Path(path))
     with safe_open(str(path), "pt") as f:
         info = (f.metadata() or {}).get("info")
     try:
@@ -204,7 +200,7 @@ def restore_model(model: torch.nn.Module, weights: dict[str, torch.Tensor], meta
     """``model`` with a checkpoint's ``weights`` loaded (a mismatch is one clear error naming ``what``; a weight
     holding NaN or infinity, which would only show as NaN outputs, is refused), its metadata in
     ``model.checkpoint_meta``, on ``device`` in eval mode."""
-    bad = next((k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    bad = first_non_finite(weights.items())
     if bad is not None:
         raise LightnetsError(f"checkpoint {path} is corrupt: weight {bad} holds NaN or infinite values")
     dev = usable_device(device)

@@ -255,15 +255,13 @@ def train(model: str | None = None, data: str | Path | Dataset | None = None,
     if train_subset is not None:
         dataset = replace(dataset, train=subset(dataset.train, train_subset, rec.seed))
     seed_everything(rec.seed)
+    if pretrained and isinstance(setup, FineTune):
+        raise LightnetsError("this run starts from its own weights; pretrained= does not apply")
+    net = create_model(model, num_classes=len(dataset.classes), pretrained=pretrained or False, **(model_args or {}))
     norm = None
     if pretrained:
-        if isinstance(setup, FineTune):
-            raise LightnetsError("this run starts from its own weights; pretrained= does not apply")
-        net = create_model(model, num_classes=len(dataset.classes), pretrained=pretrained, **(model_args or {}))
         model_args, config = net.model_args, data_config(net)
         norm = (list(config.mean), list(config.std), net.pretrained)
-    else:
-        net = create_model(model, num_classes=len(dataset.classes), **(model_args or {}))
     if rec.freeze:
         net.freeze_stages(rec.freeze)
     cache_key = {"model": model, "model_args": model_args or {}, "num_classes": len(dataset.classes),

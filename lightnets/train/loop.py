@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from .._io import JsonLog
 from ..errors import LightnetsError
-from .checkpoint import load_optimizer, load_state, optimizer_tensors, save_checkpoint, save_state
+from .checkpoint import first_non_finite, load_optimizer, load_state, optimizer_tensors, save_checkpoint, save_state
 
 METRICS = "metrics.jsonl"
 Task = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -126,7 +126,7 @@ def _first_non_finite(model: nn.Module, ema: Ema | None, optimizer: torch.optim.
     named += [(f"EMA weight or buffer {k}", v) for k, v in (ema.module.state_dict().items() if ema else [])]
     named += [(f"optimizer {name} of parameter {i}", v) for i, state in enumerate(optimizer.state.values())
               for name, v in state.items() if isinstance(v, torch.Tensor)]
-    return next((name for name, v in named if v.dtype.is_floating_point and not torch.isfinite(v).all()), None)
+    return first_non_finite(named)
 
 
 def _autocast(device: torch.device, amp: str | None) -> torch.autocast:

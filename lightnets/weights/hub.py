@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
+from .._io import read_safetensors
 from ..data.dataset import cache_dir
 from ..errors import LightnetsError, os_error_text
 from .catalog import WeightSpec
@@ -115,12 +114,10 @@ def _unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` or ``.pth``/``.pt``/``.bin`` file (the latter loaded weights-only)."""
     path = Path(path)
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
     try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
         return _unwrap(torch.load(path, map_location="cpu", weights_only=True), path)
-    except SafetensorError as err:
-        raise LightnetsError(f"{path} is not a readable safetensors file (truncated or damaged?): {err}") from None
     except pickle.UnpicklingError as err:
         raise LightnetsError(f"{path} is not a weights-only torch file (it would need unpickling code, which "
                              f"lightnets refuses): {str(err).splitlines()[0]}") from None

@@ -9,6 +9,7 @@ fresh, as timm does.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib.resources import files
@@ -38,6 +39,17 @@ class DataConfig:
     interpolation: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    @classmethod
+    def of_spec(cls, spec: WeightSpec) -> DataConfig:
+        return cls(spec.input_size, spec.crop_pct, spec.interpolation, tuple(spec.mean), tuple(spec.std))
+
+    @classmethod
+    def of_meta(cls, meta: Mapping[str, Any]) -> DataConfig:
+        """A checkpoint's (or an export's) record; older ones, without crop and interpolation, took the whole
+        image, resized bilinearly."""
+        return cls(int(meta["image_size"]), float(meta.get("crop_pct", 1.0)), meta.get("interpolation", "bilinear"),
+                   tuple(meta["mean"]), tuple(meta["std"]))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -106,7 +118,9 @@ def _load(model: nn.Module, weights: dict[str, torch.Tensor], source: str, num_c
         model.reset_classifier(num_classes)
         weights = _without_classifier(weights, model)
     check_fits(weights, model, source)
-    bad = next((k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    from ..train.checkpoint import first_non_finite  # imported here for the reason given in _own
+
+    bad = first_non_finite(weights.items())
     if bad is not None:
         raise LightnetsError(f"the weights in {source} are corrupt: {bad} holds NaN or infinite values")
     with torch.no_grad():
@@ -118,15 +132,15 @@ def _published(name: str, spec: WeightSpec, num_classes: int | None, in_chans: i
                overrides: dict[str, Any]) -> nn.Module:
     if in_chans != 3:
         raise LightnetsError(f"weights {spec.name} take 3-channel images; in_chans={in_chans} would need a new stem")
-    model = build_model(name, num_classes=spec.num_classes, **{**spec.model_args, **overrides})
+    model_args = {**spec.model_args, **overrides}
+    model = build_model(name, num_classes=spec.num_classes, **model_args)
     path = fetch(spec)
     weights = to_lightnets(spec.key_map, read_weights(path), model)
     _load(model, weights, f"{path} ({spec.name})", num_classes)
-    config = DataConfig(spec.input_size, spec.crop_pct, spec.interpolation, tuple(spec.mean), tuple(spec.std))
-    model.data_config, model.pretrained = config, spec.name
-    model.model_args = {**spec.model_args, **overrides}
+    config = DataConfig.of_spec(spec)
+    model.data_config, model.pretrained, model.model_args = config, spec.name, model_args
     if model.num_classes == spec.num_classes and spec.label_set == "imagenet-1k":
-        model.checkpoint_meta = {"model": name, "model_args": {**spec.model_args, **overrides},
+        model.checkpoint_meta = {"model": name, "model_args": model_args,
                                  "num_classes": spec.num_classes, "classes": list(imagenet_classes()),
                                  "image_size": spec.input_size, **config.to_dict(), "pretrained": spec.name}
     return model
@@ -151,8 +165,7 @@ def _own(name: str, path: Path, num_classes: int | None, in_chans: int, override
         model_args = {**(meta.get("model_args") or {}), **overrides}
         model = build_model(name, num_classes=meta["num_classes"], in_chans=in_chans, **model_args)
         _load(model, weights, str(path), num_classes)
-        model.data_config = DataConfig(int(meta["image_size"]), float(meta.get("crop_pct", 1.0)),
-                                       meta.get("interpolation", "bilinear"), tuple(meta["mean"]), tuple(meta["std"]))
+        model.data_config = DataConfig.of_meta(meta)
     else:
         if not path.is_file():
             raise LightnetsError(f"weights file {path} does not exist")
@@ -185,14 +198,12 @@ def data_config(model: nn.Module | str, pretrained: bool | str = False) -> DataC
     image (crop_pct 1), bilinear, ImageNet's mean and std."""
     if isinstance(model, str):
         if pretrained:
-            spec = find_weights(model, pretrained)
-            return DataConfig(spec.input_size, spec.crop_pct, spec.interpolation, tuple(spec.mean), tuple(spec.std))
+            return DataConfig.of_spec(find_weights(model, pretrained))
         return DataConfig(model_info(model).input_size, 1.0, "bilinear", IMAGENET_MEAN, IMAGENET_STD)
     config = getattr(model, "data_config", None)
     if isinstance(config, DataConfig):
         return config
     meta = getattr(model, "checkpoint_meta", None)
     if meta is not None:
-        return DataConfig(int(meta["image_size"]), float(meta.get("crop_pct", 1.0)),
-                          meta.get("interpolation", "bilinear"), tuple(meta["mean"]), tuple(meta["std"]))
+        return DataConfig.of_meta(meta)
     raise LightnetsError(f"{type(model).__name__} carries no data config; give the model's registered name")
