@@ -10,7 +10,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -143,3 +143,24 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise LightnetsError(f"{path} is not a readable safetensors file (truncated or damaged?): {err}") from None
     except OSError as err:
         raise LightnetsError(f"cannot read {path}: {os_error_text(err)}") from None
+
+
+def drawing_paths(files: Sequence[Path], out_dir: str | Path) -> list[Path]:
+    """Where each input's drawing goes: ``out_dir/<name>.png``, with ``-2``, ``-3``, ... added to a name already
+    taken (one name in two folders or two formats), so no drawing replaces another; refused, before anything is
+    written, when a drawing would replace an input image (``out_dir`` holding the inputs)."""
+    out_dir = Path(out_dir)
+    inputs = {p.resolve() for p in files}
+    taken: set[str] = set()
+    paths = []
+    for file in files:
+        path, n = out_dir / f"{file.stem}.png", 1
+        while path.name.lower() in taken:  # lower case: a case-insensitive file system holds one of A.png, a.png
+            n += 1
+            path = out_dir / f"{file.stem}-{n}.png"
+        if path.resolve() in inputs:
+            raise LightnetsError(f"the drawings would overwrite the input image {path}; give an --out folder that "
+                                 "holds no input images")
+        taken.add(path.name.lower())
+        paths.append(path)
+    return paths

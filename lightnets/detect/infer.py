@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._io import drawing_paths
 from ..data import decode_image
 from ..data.folder import image_files
 from ..errors import LightnetsError
@@ -50,27 +51,6 @@ def evaluate_detector(checkpoint: str | Path, data: str | Path, *, top_k: int | 
     cache = DetectionCache(dataset, meta["input_size"]).to(next(model.parameters()).device)
     return evaluate(model, cache, batch_size, top_k or meta["top_k"], score_threshold, f1_threshold,
                     with_map=coco_map_available())
-
-
-def drawing_paths(files: Sequence[Path], out_dir: str | Path) -> list[Path]:
-    """Where each input's drawing goes: ``out_dir/<name>.png``, with ``-2``, ``-3``, ... added to a name already
-    taken (one name in two folders or two formats), so no drawing replaces another; refused, before anything is
-    written, when a drawing would replace an input image (``out_dir`` holding the inputs)."""
-    out_dir = Path(out_dir)
-    inputs = {p.resolve() for p in files}
-    taken: set[str] = set()
-    paths = []
-    for file in files:
-        path, n = out_dir / f"{file.stem}.png", 1
-        while path.name.lower() in taken:  # lower case: a case-insensitive file system holds one of A.png, a.png
-            n += 1
-            path = out_dir / f"{file.stem}-{n}.png"
-        if path.resolve() in inputs:
-            raise LightnetsError(f"the drawings would overwrite the input image {path}; give an --out folder that "
-                                 "holds no input images")
-        taken.add(path.name.lower())
-        paths.append(path)
-    return paths
 
 
 def predict_files(checkpoint: str | Path | CenterNet, inputs: Sequence[str | Path], *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import LightnetsError
+from ..layers.conv import Conv2dTFSame
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class ClassifierHead(nn.Module):
     def __init__(self, in_chs: int, num_classes: int, drop_rate: float = 0.0,
                  hidden_chs: int = 0, hidden_act: type[nn.Module] = nn.Hardswish) -> None:
         super().__init__()
+        self.in_chs = in_chs
         self.pool = nn.AdaptiveAvgPool2d(1)
         if hidden_chs > 0:
             # A 1x1 conv with bias on the pooled 1x1 map: the same as a linear layer, kept a conv as in the paper.
@@ -117,6 +120,11 @@ class LightNet(nn.Module):
         """Width of the vector the classifier sees."""
         return self.head.num_features
 
+    @property
+    def final_chs(self) -> int:
+        """Channels of ``forward_features``' map (after the final layer, before pooling): a dense head's input."""
+        return self.head.in_chs
+
     def check_input(self, x: torch.Tensor) -> None:
         """Reject inputs of the wrong rank, channels, or too small for the network's total stride."""
         if x.ndim != 4:
@@ -159,6 +167,29 @@ class LightNet(nn.Module):
         for module in [self.stem, *self.stages[:count]]:
             _freeze(module)
 
+    def dilate(self, output_stride: int) -> None:
+        """Keep the resolution at ``output_stride`` (DeepLab's atrous backbone): each later stage runs its
+        downsampling convolution at stride 1 and dilates every spatial convolution and pool of the stage by the
+        stride it gave up (2, then 4), so receptive fields and parameters stay those of the strided network.
+
+        Odd pooling windows are padded to keep the size; an even one (a 2x2 average pool) cannot keep the size at
+        stride 1 and is refused.
+        """
+        strides = [info.stride for info in self.feature_info]
+        if output_stride < 1 or output_stride & (output_stride - 1) or output_stride > strides[-1]:
+            raise LightnetsError(f"output_stride must be a power of two from 1 to {type(self).__name__}'s total "
+                                 f"stride {strides[-1]}, got {output_stride!r}")
+        for index, (stage, stride) in enumerate(zip(self.stages, strides, strict=True)):
+            if stride <= output_stride:
+                continue
+            rate = stride // output_stride
+            for module in stage.modules():
+                if isinstance(module, nn.Conv2d) and max(module.kernel_size) > 1:
+                    _dilate_conv(module, rate)
+                elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)) and module.stride not in (1, (1, 1)):
+                    _undo_pool_stride(module, type(self).__name__, index)
+            self.feature_info[index] = dataclasses.replace(self.feature_info[index], stride=output_stride)
+
     def get_classifier(self) -> nn.Linear:
         return self.head.fc
 
@@ -170,6 +201,22 @@ class LightNet(nn.Module):
         nn.init.zeros_(fc.bias)
         self.head.fc = fc.to(self.head.fc.weight.device, self.head.fc.weight.dtype)
         self.num_classes = num_classes
+
+
+def _dilate_conv(conv: nn.Conv2d, rate: int) -> None:
+    """Stride 1 and dilation ``rate``, with the 'same' padding for it (a TF-"SAME" conv pads itself at run time)."""
+    conv.stride = (1, 1)
+    conv.dilation = (rate, rate)
+    if not isinstance(conv, Conv2dTFSame):
+        conv.padding = tuple(rate * (k - 1) // 2 for k in conv.kernel_size)
+
+
+def _undo_pool_stride(pool: nn.MaxPool2d | nn.AvgPool2d, model: str, stage: int) -> None:
+    kernel = pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0]
+    if kernel % 2 == 0:
+        raise LightnetsError(f"{model} downsamples stage {stage} with a {kernel}x{kernel} pool, which cannot keep "
+                             "the resolution at stride 1; use an output stride of at least that stage's stride")
+    pool.stride, pool.padding, pool.ceil_mode = 1, kernel // 2, False
 
 
 def cifar_strides(strides: Sequence[int], cifar: bool) -> list[int]:

@@ -56,6 +56,16 @@ SMALL = [
 CONFIGS = {"large": (LARGE, 1280), "small": (SMALL, 1024)}
 
 
+def reduce_tail(specs: list[BlockSpec]) -> list[BlockSpec]:
+    """The paper's segmentation backbone (Section 6.4, "RF2"): the blocks from the last downsampling on get half
+    their output and expansion channels (the first keeps its expansion, which reads the full-width input), so the
+    final 1x1 layer is halved too."""
+    last = max(i for i, spec in enumerate(specs) if spec.stride == 2)
+    return [spec if i < last else spec._replace(out=spec.out // 2,
+                                                expand=spec.expand if i == last else spec.expand // 2)
+            for i, spec in enumerate(specs)]
+
+
 class MobileNetV3(LightNet):
     """MobileNetV3 ``variant`` 'large' or 'small' with width multiplier ``width_mult``.
 
@@ -70,16 +80,23 @@ class MobileNetV3(LightNet):
     ``bn_eps`` is BatchNorm's epsilon (1e-5 as timm's weights; torchvision's and TF's use 1e-3).
     ``tf_padding=True`` pads the strided convs as TensorFlow's "SAME" (extra pixel bottom/right), which
     weights ported from TensorFlow need (timm's ``tf_mobilenetv3_*``).
+
+    For segmentation (the paper's Section 6.4): ``reduced_tail=True`` halves the last stage's channels and the
+    1280/1024 head layer; ``dilated=True`` runs the last stage at stride 16 with atrous convolutions
+    (``LightNet.dilate``), as torchvision's ``mobilenet_v3_large(dilated=True)``.
     """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, variant: str = "large",
                  width_mult: float = 1.0, drop_rate: float = 0.2, drop_path_rate: float = 0.0,
-                 cifar: bool = False, bn_eps: float = 1e-5, tf_padding: bool = False) -> None:
+                 cifar: bool = False, bn_eps: float = 1e-5, tf_padding: bool = False, reduced_tail: bool = False,
+                 dilated: bool = False) -> None:
         super().__init__(num_classes, in_chans)
         check_multiplier("width_mult", width_mult)
         if variant not in CONFIGS:
             raise ValueError(f"variant must be one of {sorted(CONFIGS)}, got {variant!r}")
         specs, head_chs = CONFIGS[variant]
+        if reduced_tail:
+            specs, head_chs = reduce_tail(specs), head_chs // 2
 
         stem_chs = make_divisible(16 * width_mult)
         stem_stride = 1 if cifar else 2
@@ -103,6 +120,8 @@ class MobileNetV3(LightNet):
         self.final = ConvBnAct(in_chs, final_chs, 1, act=nn.Hardswish, bn_eps=bn_eps)
         self.head = ClassifierHead(final_chs, num_classes, drop_rate, hidden_chs=head_chs, hidden_act=nn.Hardswish)
         init_weights(self)
+        if dilated:
+            self.dilate(self.total_stride // 2)
 
 
 _PAPER = "Howard et al. 2019, Searching for MobileNetV3, Tables 3 and 4"

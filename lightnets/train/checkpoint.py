@@ -35,8 +35,9 @@ def _is_numbers(value: Any) -> bool:
 
 
 # What a key of a checkpoint's json must hold where it is present. Readers need different keys (a classifier
-# ``classes``, ``image_size``, ``mean`` and ``std``, a detector ``detector`` and ``input_size``): a key a reader
-# needs but the file lacks is refused as it is read, by ``CheckpointMeta``.
+# ``classes``, ``image_size``, ``mean`` and ``std``, a detector ``detector`` and ``input_size``, a segmenter
+# ``segmenter``, ``input_hw`` and ``colors``): a key a reader needs but the file lacks is refused as it is read, by
+# ``CheckpointMeta``.
 SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model": (lambda v: isinstance(v, str) and v != "", "a model name"),
     "num_classes": (_is_count, "a positive integer"),
@@ -51,6 +52,12 @@ SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "metrics": (lambda v: isinstance(v, dict), "a mapping of metrics"),
     "detector": (lambda v: isinstance(v, dict), "a mapping of detector arguments"),
     "lifter": (lambda v: isinstance(v, dict), "a mapping of lifter arguments"),
+    "segmenter": (lambda v: isinstance(v, dict), "a mapping of segmenter arguments"),
+    "input_hw": (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_count(n) for n in v),
+                 "[height, width], two positive integers"),
+    "colors": (lambda v: isinstance(v, list) and all(isinstance(c, list) and len(c) == 3 and
+                                                     all(isinstance(n, int) and 0 <= n <= 255 for n in c) for c in v),
+               "a list of [R, G, B] colours, 0 to 255"),
 }
 
 

@@ -52,14 +52,15 @@ def plot_curves(history: list[dict], path: Path) -> Path | None:
     return path
 
 
-def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> Path | None:
-    """Row-normalised confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path, cells: str = "counts") -> Path | None:
+    """Row-normalised confusion matrix (rows: true class, columns: predicted) with counts in the cells, or with
+    ``cells="percent"`` the row percentages (pixel counts run to millions)."""
     plt = headless_pyplot()
     if plt is None:
         return None
     n = len(classes)
     rates = (confusion.float() / confusion.sum(1, keepdim=True).clamp(min=1)).numpy()
-    counts = confusion.tolist()
+    counts = confusion.tolist() if cells == "counts" else [[f"{100 * r:.0f}" for r in row] for row in rates]
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     if n <= 30:

@@ -1,0 +1,104 @@
+"""Batched segmentation augmentation as tensor ops on the images' device: per image a random rescale, crop
+position and horizontal flip, done as one affine resampling so the mask follows the image exactly, and colour
+jitter. Everything random comes from one ``torch.Generator``, so a batch's augmentation is a function of its seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..data.augment import normalize
+from ..errors import LightnetsError
+from .metrics import IGNORE
+
+
+def normalize_images(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """uint8 ``(B, 3, H, W)`` to the normalised float network input, for evaluation and inference."""
+    return normalize(images, mean, std, channels_last=False)
+
+
+@dataclass(frozen=True)
+class SegmentationAugment:
+    """Random rescale (uniform in ``scale``) then a random ``crop`` (H, W; None: the input size) of the rescaled
+    image, padded where it is smaller, a horizontal flip with probability ``flip``, and per-image brightness,
+    contrast and saturation factors uniform in ``[1 - x, 1 + x]``. Padding is the mean colour (0 once normalised)
+    in the image and the ignore label in the mask."""
+
+    scale: tuple[float, float] = (0.5, 2.0)
+    crop: tuple[int, int] | None = None
+    flip: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+
+    def __post_init__(self) -> None:
+        low, high = self.scale
+        if not 0 < low <= high:
+            raise LightnetsError(f"augmentation scale must be a range 0 < low <= high, got {self.scale!r}")
+        if self.crop is not None and (len(self.crop) != 2 or not all(int(v) == v >= 1 for v in self.crop)):
+            raise LightnetsError(f"crop must be (height, width) in whole pixels, got {self.crop!r}")
+        if not 0 <= self.flip <= 1:
+            raise LightnetsError(f"flip probability must be in [0, 1], got {self.flip!r}")
+        for name in ("brightness", "contrast", "saturation"):
+            if not 0 <= getattr(self, name) < 1:
+                raise LightnetsError(f"{name} jitter must be in [0, 1), got {getattr(self, name)!r}")
+
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor, mean: list[float], std: list[float],
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images ``(B, 3, H, W)`` and masks ``(B, H, W)`` -> normalised float images ``(B, 3, h, w)`` and
+        int64 masks ``(B, h, w)`` (ignore 255)."""
+        batch, _, height, width = images.shape
+        if masks.shape != (batch, height, width):
+            raise LightnetsError(f"masks {tuple(masks.shape)} do not match images {tuple(images.shape)}")
+        out_h, out_w = self.crop or (height, width)
+        device = images.device
+        draw_on = generator.device if generator is not None else device
+
+        def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+            u = torch.rand(*(shape or (batch,)), generator=generator, device=draw_on).to(device)
+            return low + (high - low) * u
+
+        zoom = uniform(*self.scale)
+        # The crop's top-left corner in the rescaled image: inside it when it is larger, else it is placed inside
+        # the crop (negative offsets), anywhere in between with equal chance.
+        spare = torch.stack([height * zoom - out_h, width * zoom - out_w], dim=1)
+        offset = torch.minimum(spare, torch.zeros_like(spare)) + spare.abs() * uniform(0, 1, batch, 2)
+        flipped = (uniform(0, 1) < self.flip).float()
+
+        x = normalize(self._jitter(images.float(), uniform), mean, std, channels_last=False)
+        # Output pixel u (centre u + 0.5) samples the rescaled image at u + 0.5 + offset (mirrored when flipped),
+        # the source at that / zoom; affine_grid maps n = 2u / size - 1 of the output to that of the source.
+        sign = 1 - 2 * flipped
+        theta = torch.zeros(batch, 2, 3, device=device)
+        theta[:, 0, 0] = sign * out_w / (zoom * width)
+        theta[:, 0, 2] = sign * (out_w + 2 * offset[:, 1]) / (zoom * width) + 2 * flipped - 1
+        theta[:, 1, 1] = out_h / (zoom * height)
+        theta[:, 1, 2] = (out_h + 2 * offset[:, 0]) / (zoom * height) - 1
+        grid = F.affine_grid(theta, [batch, 3, out_h, out_w], align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # The mask is sampled shifted by one, so the zero padding (0) stands out from every label.
+        shifted = F.grid_sample(masks.unsqueeze(1).float() + 1, grid, mode="nearest", padding_mode="zeros",
+                                align_corners=False).squeeze(1).round().long()
+        return x, torch.where(shifted > 0, shifted - 1, torch.full_like(shifted, IGNORE))
+
+    def _jitter(self, x: torch.Tensor, uniform: Callable[[float, float], torch.Tensor]) -> torch.Tensor:
+        """Brightness, saturation and contrast on the 0..255 scale; a jitter of 0 is skipped (and draws nothing)."""
+        shape = (-1, 1, 1, 1)
+        if self.brightness:
+            x = x * uniform(1 - self.brightness, 1 + self.brightness).view(shape)
+        if self.saturation:
+            gray = _luma(x)
+            x = gray + (x - gray) * uniform(1 - self.saturation, 1 + self.saturation).view(shape)
+        if self.contrast:
+            level = _luma(x).mean((2, 3), keepdim=True)
+            x = level + (x - level) * uniform(1 - self.contrast, 1 + self.contrast).view(shape)
+        return x.clamp(0, 255)
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """The grey level ``(B, 1, H, W)`` of RGB ``x`` (ITU-R BT.601 weights)."""
+    return (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
