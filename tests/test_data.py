@@ -237,3 +237,17 @@ def test_batches_are_reproducible_and_shards_add_up_to_the_global_batch():
         assert torch.equal(torch.cat([y0, y1]), y) and torch.equal(torch.cat([x0, x1]), x)
     with pytest.raises(LightnetsError, match="fewer than one batch"):
         ImageBatches(split, 64, [0.5] * 3, [0.25] * 3)
+
+
+def test_shards_split_each_global_batch_between_processes_and_repeat():
+    from lightnets.data.loader import Shards
+
+    whole = list(Shards(10, 4, seed=3, repeat=2).indices(5))
+    assert len(whole) == 5 and sorted(torch.cat(whole).tolist()) == sorted(list(range(10)) * 2)
+    ranks = [list(Shards(10, 4, seed=3, rank=r, world_size=2, repeat=2).indices(5)) for r in (0, 1)]
+    assert all(torch.equal(torch.cat([a, b]), w) for a, b, w in zip(*ranks, whole, strict=True))
+    assert not torch.equal(torch.cat(whole), torch.cat(list(Shards(10, 4, seed=3, repeat=2).indices(6))))
+    with pytest.raises(LightnetsError, match="fewer than one batch of 16"):
+        Shards(10, 16)
+    with pytest.raises(LightnetsError, match="positive multiple of the number of processes"):
+        Shards(10, 3, world_size=2)

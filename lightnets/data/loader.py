@@ -3,12 +3,55 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import LightnetsError
 from .augment import Augment, normalize
 from .dataset import Split
+
+
+@dataclass
+class Shards:
+    """Which cached items each training step of every task takes, so that resume and DDP are exact everywhere.
+
+    Epoch ``e`` shuffles the ``items`` by a permutation seeded by ``(seed, e)`` (``repeat`` passes, concatenated),
+    cuts it into global batches of ``batch_size`` (the last partial one dropped) and gives this process its
+    contiguous share of each; its augmentation generator is seeded by ``(seed, e, rank)``.
+    """
+
+    items: int
+    batch_size: int
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    repeat: int = 1
+    steps_per_epoch: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.batch_size % self.world_size:
+            raise LightnetsError(f"batch size must be a positive multiple of the number of processes "
+                                 f"({self.world_size}), got {self.batch_size}")
+        if self.repeat < 1:
+            raise LightnetsError(f"repeat must be >= 1, got {self.repeat}")
+        if self.repeat * self.items < self.batch_size:
+            raise LightnetsError(f"the training set has {self.items} images, fewer than one batch of "
+                                 f"{self.batch_size}; lower --batch-size")
+        self.steps_per_epoch = self.repeat * self.items // self.batch_size
+
+    def indices(self, epoch: int) -> Iterator[torch.Tensor]:
+        """This process's item indices for each step of ``epoch`` (on the CPU)."""
+        order_rng = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        order = torch.cat([torch.randperm(self.items, generator=order_rng) for _ in range(self.repeat)])
+        local = self.batch_size // self.world_size
+        for step in range(self.steps_per_epoch):
+            start = step * self.batch_size + self.rank * local
+            yield order[start:start + local]
+
+    def generator(self, epoch: int, device: torch.device) -> torch.Generator:
+        """The augmentation generator of ``epoch`` on this process."""
+        return torch.Generator(device).manual_seed((self.seed * 1000 + epoch) * 64 + self.rank)
 
 
 class ImageBatches:
@@ -22,26 +65,17 @@ class ImageBatches:
     def __init__(self, split: Split, batch_size: int, mean: list[float], std: list[float], *,
                  augment: Augment | None = None, device: torch.device | str = "cpu", seed: int = 0,
                  rank: int = 0, world_size: int = 1, channels_last: bool = True) -> None:
-        if batch_size < 1 or batch_size % world_size:
-            raise LightnetsError(f"batch size must be a positive multiple of the number of processes "
-                                 f"({world_size}), got {batch_size}")
-        if len(split) < batch_size:
-            raise LightnetsError(f"the training split has {len(split)} images, fewer than one batch of {batch_size}; "
-                                 "lower --batch-size")
+        self.shards = Shards(len(split), batch_size, seed, rank, world_size)
         self.device = torch.device(device)
         self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device)
         self.batch_size, self.mean, self.std = batch_size, mean, std
-        self.augment, self.seed, self.rank, self.world_size = augment, seed, rank, world_size
-        self.channels_last = channels_last
-        self.steps_per_epoch = len(split) // batch_size  # the last partial batch is dropped
+        self.augment, self.channels_last = augment, channels_last
+        self.steps_per_epoch = self.shards.steps_per_epoch
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(self.seed * 1000 + epoch))
-        g = torch.Generator(self.device).manual_seed((self.seed * 1000 + epoch) * 64 + self.rank)
-        local = self.batch_size // self.world_size
-        for i in range(self.steps_per_epoch):
-            idx = order[i * self.batch_size + self.rank * local: i * self.batch_size + (self.rank + 1) * local]
+        g = self.shards.generator(epoch, self.device)
+        for idx in self.shards.indices(epoch):
             idx = idx.to(self.device)
             if self.augment is not None:
                 x = self.augment(self.images[idx], self.mean, self.std, g, self.channels_last)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import LightnetsError
+from ..data.loader import Shards
 from .data import DetectionBatch, DetectionCache
 from .decode import Detections, decode
 from .loss import centernet_loss
@@ -33,30 +33,17 @@ class DetectionBatches:
     def __init__(self, cache: DetectionCache, batch_size: int, *, augment: DetectionAugment | None = None,
                  device: torch.device | str = "cpu", seed: int = 0, rank: int = 0, world_size: int = 1,
                  repeat: int = 1) -> None:
-        if batch_size < 1 or batch_size % world_size:
-            raise LightnetsError(f"batch size must be a positive multiple of the number of processes "
-                                 f"({world_size}), got {batch_size}")
-        if repeat < 1:
-            raise LightnetsError(f"repeat must be >= 1, got {repeat}")
-        if repeat * len(cache) < batch_size:
-            raise LightnetsError(f"the training set has {len(cache)} images, fewer than one batch of {batch_size}; "
-                                 "lower --batch-size")
+        self.shards = Shards(len(cache), batch_size, seed, rank, world_size, repeat)
         self.device = torch.device(device)
         self.cache = cache.to(self.device)
-        self.batch_size, self.augment, self.seed = batch_size, augment, seed
-        self.rank, self.world_size, self.repeat = rank, world_size, repeat
-        self.steps_per_epoch = repeat * len(cache) // batch_size  # the last partial batch is dropped
+        self.batch_size, self.augment = batch_size, augment
+        self.steps_per_epoch = self.shards.steps_per_epoch
 
     def epoch(self, epoch: int) -> Iterator[DetectionBatch]:
         """This process's batches; their ``images`` are the normalised (augmented) float network input."""
-        seed = self.seed * 1000 + epoch
-        order_rng = torch.Generator().manual_seed(seed)
-        order = torch.cat([torch.randperm(len(self.cache), generator=order_rng) for _ in range(self.repeat)])
-        augment_rng = torch.Generator(self.device).manual_seed(seed * 64 + self.rank)
-        local = self.batch_size // self.world_size
-        for step in range(self.steps_per_epoch):
-            start = step * self.batch_size + self.rank * local
-            batch = self.cache.batch(order[start:start + local])
+        augment_rng = self.shards.generator(epoch, self.device)
+        for indices in self.shards.indices(epoch):
+            batch = self.cache.batch(indices)
             if self.augment is None:
                 yield dataclasses.replace(batch, images=network_input(batch.images))
                 continue

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import LightnetsError
+from ..data.loader import Shards
 from .augment import SegmentationAugment, normalize_images
 from .data import SegmentationCache
 from .metrics import IGNORE, confusion_matrix, segmentation_metrics
@@ -29,30 +29,17 @@ class SegmentationBatches:
     def __init__(self, cache: SegmentationCache, batch_size: int, mean: list[float], std: list[float], *,
                  augment: SegmentationAugment | None = None, device: torch.device | str = "cpu", seed: int = 0,
                  rank: int = 0, world_size: int = 1, repeat: int = 1) -> None:
-        if batch_size < 1 or batch_size % world_size:
-            raise LightnetsError(f"batch size must be a positive multiple of the number of processes "
-                                 f"({world_size}), got {batch_size}")
-        if repeat < 1:
-            raise LightnetsError(f"repeat must be >= 1, got {repeat}")
-        if repeat * len(cache) < batch_size:
-            raise LightnetsError(f"the training set has {len(cache)} images, fewer than one batch of {batch_size}; "
-                                 "lower --batch-size")
+        self.shards = Shards(len(cache), batch_size, seed, rank, world_size, repeat)
         self.device = torch.device(device)
         self.cache = cache.to(self.device)
         self.batch_size, self.mean, self.std, self.augment = batch_size, mean, std, augment
-        self.seed, self.rank, self.world_size, self.repeat = seed, rank, world_size, repeat
-        self.steps_per_epoch = repeat * len(cache) // batch_size  # the last partial batch is dropped
+        self.steps_per_epoch = self.shards.steps_per_epoch
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This process's ``(images, masks)``: normalised float images and int64 masks (``IGNORE`` = void)."""
-        seed = self.seed * 1000 + epoch
-        order_rng = torch.Generator().manual_seed(seed)
-        order = torch.cat([torch.randperm(len(self.cache), generator=order_rng) for _ in range(self.repeat)])
-        augment_rng = torch.Generator(self.device).manual_seed(seed * 64 + self.rank)
-        local = self.batch_size // self.world_size
-        for step in range(self.steps_per_epoch):
-            start = step * self.batch_size + self.rank * local
-            images, masks = self.cache.batch(order[start:start + local])
+        augment_rng = self.shards.generator(epoch, self.device)
+        for indices in self.shards.indices(epoch):
+            images, masks = self.cache.batch(indices)
             if self.augment is None:
                 yield normalize_images(images, self.mean, self.std), masks.long()
             else:
