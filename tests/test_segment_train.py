@@ -83,7 +83,8 @@ def test_segment_commands_end_to_end(tmp_path, capsys):
     assert main(["segment", "train", "--resume", str(run), "--epochs", "3", "--head", "fcn"]) == 2
     assert "cannot resume" in capsys.readouterr().err
 
-    assert main(["segment", "eval", str(run), str(data)]) == 0
+    assert main(["segment", "eval", str(run), str(data), "--confusion", str(tmp_path / "confusion.png")]) == 0
+    assert (tmp_path / "confusion.png").is_file() or importlib.util.find_spec("matplotlib") is None
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["miou", "pixel_acc", "mean_acc"]
     assert any(line.split()[0] == "road" for line in lines[3:])

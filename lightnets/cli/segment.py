@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..report import format_markdown, format_table
 from ..segment.model import HEADS
@@ -46,10 +47,18 @@ def cmd_segment_train(args: argparse.Namespace) -> int:
 def cmd_segment_eval(args: argparse.Namespace) -> int:
     from ..segment import evaluate_segmenter
 
-    metrics, _ = evaluate_segmenter(args.checkpoint, args.data, None if args.split == "all" else args.split,
-                                    classes_file=args.classes, palette_file=args.palette,
-                                    batch_size=args.batch_size, device=args.device)
+    metrics, confusion = evaluate_segmenter(args.checkpoint, args.data, None if args.split == "all" else args.split,
+                                            classes_file=args.classes, palette_file=args.palette,
+                                            batch_size=args.batch_size, device=args.device)
     print(_metrics_table(metrics))
+    if args.confusion:
+        from ..train.plots import plot_confusion
+
+        classes = [name[4:] for name in metrics if name.startswith("iou_")]
+        if plot_confusion(confusion, classes, Path(args.confusion), cells="percent") is None:
+            print("no confusion.png: matplotlib is not installed (pip install 'lightnets[plot]')")
+        else:
+            print(f"confusion matrix (row %): {args.confusion}")
     return 0
 
 
@@ -148,6 +157,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--classes", default=None, metavar="FILE")
     d.add_argument("--palette", default=None, metavar="FILE")
     d.add_argument("--batch-size", type=positive_int, default=4)
+    d.add_argument("--confusion", default=None, metavar="PNG", help="also draw the confusion matrix (row %%) there")
     d.add_argument("--device", type=device_name, default=None)
     d.set_defaults(func=cmd_segment_eval)
 

@@ -94,15 +94,6 @@ def checked_box(x: float, y: float, w: float, h: float, width: int, height: int,
     return [x1, y1, x2, y2]
 
 
-def _single(source: FileSource, candidates: list[str], what: str, choose_with: str) -> str:
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise LightnetsError(f"{source.path} holds no {what}")
-    raise LightnetsError(f"{source.path} holds several {what}s ({', '.join(candidates[:5])}); name one with "
-                         f"{choose_with}")
-
-
 def _records(boxes_by_image: dict, labels_by_image: dict, images: list[tuple], class_agnostic: bool
              ) -> list[DetectionRecord]:
     """One record per image; two images reading the same file are refused (the cache holds one per file)."""
@@ -130,7 +121,7 @@ def read_coco(path: str | Path, annotation_file: str | None = None, class_agnost
     ``class_agnostic`` maps every category to one class, ``object``.
     """
     source = FileSource(path)
-    json_name = annotation_file or _single(source, source.with_suffix(".json"), "COCO .json annotation file",
+    json_name = annotation_file or source.only(source.with_suffix(".json"), "COCO .json annotation file",
                                            "annotation_file")
     if json_name not in source.names:
         raise LightnetsError(f"{source.path} has no file {json_name!r}")
@@ -219,7 +210,7 @@ def read_kuzushiji(path: str | Path, csv_file: str | None = None, class_agnostic
     if csv_file is None:
         candidates = [n for n in source.with_suffix(".csv") if source.read(n).decode("utf-8-sig", "replace")
                       .split("\n", 1)[0].strip().split(",") == KUZUSHIJI_HEADER]
-        csv_file = _single(source, candidates, "Kuzushiji csv (header image_id,labels)", "csv_file")
+        csv_file = source.only(candidates, "Kuzushiji csv (header image_id,labels)", "csv_file")
     elif csv_file not in source.names:
         raise LightnetsError(f"{source.path} has no file {csv_file!r}")
     known_codes = None

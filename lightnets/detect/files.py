@@ -114,3 +114,13 @@ class FileSource:
 
     def with_suffix(self, suffix: str) -> list[str]:
         return [n for n in self.names if n.lower().endswith(suffix)]
+
+    def only(self, candidates: list[str], what: str, choose_with: str) -> str:
+        """The one member among ``candidates`` (found by name or suffix); none, or several, is one clear error
+        saying what was looked for and which option picks one."""
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            raise LightnetsError(f"{self.path} holds no {what}")
+        raise LightnetsError(f"{self.path} holds several candidates for the {what} ({', '.join(candidates[:5])}); "
+                             f"name one with {choose_with}")
