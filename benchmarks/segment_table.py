@@ -33,7 +33,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     last = history[-1]
     steps_per_epoch = config["train_images"] // config["recipe"]["batch_size"]
     segmenter = config["segmenter"]
-    return {"run": str(run_dir), "segmenter": segmenter, "head": HEAD_NAMES[segmenter["head"]],
+    return {"run": run_dir.name, "segmenter": segmenter, "head": HEAD_NAMES[segmenter["head"]],
             "backbone": segmenter["backbone"], "filters": segmenter["head_channels"],
             "rf2": bool(segmenter.get("reduced_tail")), "output_stride": segmenter["output_stride"],
             "budget_min": config["recipe"]["budget_min"], "used_min": round(last["budget_s"] / 60, 1),
