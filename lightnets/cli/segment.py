@@ -103,7 +103,7 @@ def cmd_segment_benchmark(args: argparse.Namespace) -> int:
              "x first": f"{r.vs_first:.2f}" if r.vs_first is not None else "-", "threads": str(r.threads)}
             for r in results]
     print((format_markdown if args.markdown else format_table)(rows))
-    print("batch 1, eval mode, random weights; timed side by side per input size, medians")
+    print("batch 1, eval mode, random weights; timed side by side per input size and path, medians")
     return 0
 
 
