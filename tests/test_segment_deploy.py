@@ -144,8 +144,8 @@ def test_a_failed_numeric_check_writes_nothing(tmp_path, run, exported, monkeypa
         with torch.no_grad():
             return [model(torch.from_numpy(inputs)).numpy() + 0.01]
 
-    monkeypatch.setattr(deploy, "_export_any_size", lambda module, example, path, opset: shutil.copy(exported.path,
-                                                                                                     path))
+    monkeypatch.setattr(deploy, "export_graph",
+                        lambda module, example, path, opset, **axes: shutil.copy(exported.path, path))
     monkeypatch.setattr(deploy, "run_outputs", off_by_a_little)
     target = tmp_path / "out" / "segmenter.onnx"
     with pytest.raises(LightnetsError, match=r"numeric check: max \|logit difference\| 0.01 > .* at 64x96"):

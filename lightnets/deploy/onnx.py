@@ -250,12 +250,15 @@ def check_opset(opset: int) -> None:
 
 
 def export_graph(model: nn.Module, example: torch.Tensor, path: Path, opset: int, dynamic_batch: bool = False,
-                 output_names: Sequence[str] = ("logits",)) -> None:
+                 output_names: Sequence[str] = ("logits",), dynamic_size: bool = False) -> None:
     """``model`` (eval mode) traced on ``example`` into the ONNX file ``path``: one input named ``input``, the
-    outputs named ``output_names``, the batch axis free with ``dynamic_batch``; the exporter's chatter hidden."""
+    outputs named ``output_names``, the batch axis free with ``dynamic_batch``, height and width (axes 2 and 3 of the
+    input and of every output: dense outputs such as a segmenter's) free with ``dynamic_size``; the exporter's
+    chatter hidden."""
     check_opset(opset)
     names = ["input", *output_names]
-    axes = {name: {0: "batch"} for name in names} if dynamic_batch else None
+    free = ({0: "batch"} if dynamic_batch else {}) | ({2: "height", 3: "width"} if dynamic_size else {})
+    axes = {name: dict(free) for name in names} if free else None
     with _quiet():
         torch.onnx.export(model.eval(), (example,), str(path), input_names=["input"], output_names=list(output_names),
                           opset_version=opset, dynamic_axes=axes, dynamo=True, external_data=False)

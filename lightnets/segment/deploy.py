@@ -23,15 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
 from .._io import atomic_output, write_failure
 from .._version import __version__
 from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
 from ..deploy.onnx import (
     DEFAULT_ATOL,
-    _quiet,
-    check_opset,
+    export_graph,
     fold_batchnorm,
     read_metadata,
     run_outputs,
@@ -60,16 +58,6 @@ class SegmenterExport:
     folded_bn: int
     max_abs_diff: float
     dynamic_size: bool
-
-
-def _export_any_size(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    """``lightnets.deploy.export_graph`` with the height and width free as well as the batch: ``input`` to
-    ``logits``."""
-    check_opset(opset)
-    axes = {name: {0: "batch", 2: "height", 3: "width"} for name in ("input", "logits")}
-    with _quiet():
-        torch.onnx.export(model.eval(), (example,), str(path), input_names=["input"], output_names=["logits"],
-                          opset_version=opset, dynamic_axes=axes, dynamo=True, external_data=False)
 
 
 def fixed_input_size(path: str | Path) -> tuple[int, int] | None:
@@ -129,7 +117,7 @@ def export_segmenter(checkpoint: str | Path | Segmenter, path: str | Path | None
     folded, n_folded = fold_batchnorm(model)
     try:
         with atomic_output(path) as tmp:
-            _export_any_size(folded, check_inputs[:1], tmp, opset)
+            export_graph(folded, check_inputs[:1], tmp, opset, dynamic_batch=True, dynamic_size=True)
             write_metadata(tmp, metadata)
             dynamic = fixed_input_size(tmp) is None
             diffs = [_check(model, tmp, x, atol, path) for x in ((check_inputs, other) if dynamic else (check_inputs,))]

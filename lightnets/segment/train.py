@@ -18,6 +18,7 @@ import torch
 from .._version import __version__
 from ..bench.probe import SpeedChoice
 from ..bench.timing import thread_count
+from ..detect.files import FileSource
 from ..errors import LightnetsError
 from ..train.checkpoint import load_checkpoint
 from ..train.loop import LoopConfig, rank_and_world
@@ -61,7 +62,7 @@ def _source_of(data: str | Path | SegmentationDataset | None) -> str | None:
     return None if data is None else str(data)
 
 
-def _dataset(data: str | Path | SegmentationDataset, split: str, **readers: Any) -> SegmentationDataset:
+def _dataset(data: str | Path | FileSource | SegmentationDataset, split: str, **readers: Any) -> SegmentationDataset:
     return data if isinstance(data, SegmentationDataset) else read_segmentation_data(data, split, **readers)
 
 
@@ -128,8 +129,10 @@ def train_segmenter(
     dev = pick_device(device)
     init_distributed(dev)
     readers = {"classes_file": classes_file, "palette_file": palette_file}
-    train_set = _dataset(data, "train", **readers)
-    val_set = _dataset(val_data if val_data is not None else data, "val", **readers)
+    # Both splits from one listing of the source (a .tar.gz is read whole to list it).
+    source = data if isinstance(data, SegmentationDataset) else FileSource(data)
+    train_set = _dataset(source, "train", **readers)
+    val_set = _dataset(val_data if val_data is not None else source, "val", **readers)
     if val_set.classes != train_set.classes:
         raise LightnetsError("the validation data has other classes than the training data: "
                              f"{val_set.classes[:12]} against {train_set.classes[:12]}")
