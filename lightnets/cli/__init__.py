@@ -1,7 +1,8 @@
 """The ``lightnets`` command: parses arguments and calls the library; holds no logic of its own.
 
-One module per task, each parser beside its commands (``classify``, ``deploy``, ``detect``, ``segment``, ``search``,
-``models``); the options every training command shares, generated from the recipe dataclasses, are in ``options``.
+One module per task, each parser beside its commands (``classify``, ``deploy``, ``detect``, ``segment``, ``pose``,
+``search``, ``models``); the options every training command shares, generated from the recipe dataclasses, are in
+``options``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from safetensors import SafetensorError
 
 from .._version import __version__
 from ..errors import LightnetsError, os_error_text
-from . import classify, deploy, detect, lift, models, search, segment
+from . import classify, deploy, detect, lift, models, pose, search, segment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lightnets {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (models, classify, deploy, detect, segment, search, lift):
+    for module in (models, classify, deploy, detect, segment, pose, search, lift):
         module.add_commands(sub)
     return parser
 

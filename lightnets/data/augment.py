@@ -7,6 +7,7 @@ run on the uint8 images before normalisation, where moving pixels is cheapest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,27 @@ def normalize(images: torch.Tensor, mean: list[float], std: list[float], channel
     s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
     x = (images.float() / 255 - m) / s
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def jitter_colors(x: torch.Tensor, brightness: float, contrast: float, saturation: float,
+                  uniform: Callable[[float, float], torch.Tensor]) -> torch.Tensor:
+    """Per-image brightness, saturation and contrast factors ``uniform(1 - j, 1 + j)`` (``(B,)`` each) on float
+    RGB ``(B, 3, H, W)`` on the 0..255 scale, clamped back to it; a jitter of 0 is skipped and draws nothing."""
+    shape = (-1, 1, 1, 1)
+    if brightness:
+        x = x * uniform(1 - brightness, 1 + brightness).view(shape)
+    if saturation:
+        gray = luma(x)
+        x = gray + (x - gray) * uniform(1 - saturation, 1 + saturation).view(shape)
+    if contrast:
+        level = luma(x).mean((2, 3), keepdim=True)
+        x = level + (x - level) * uniform(1 - contrast, 1 + contrast).view(shape)
+    return x.clamp(0, 255)
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """The grey level ``(B, 1, H, W)`` of RGB ``x`` (ITU-R BT.601 weights)."""
+    return (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 def _reflect(idx: torch.Tensor, size: int) -> torch.Tensor:

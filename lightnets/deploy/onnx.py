@@ -195,6 +195,7 @@ def export_onnx(
     check_inputs: torch.Tensor | None = None,
     calibration: np.ndarray | None = None,
     atol: float | None = None,
+    extra_metadata: dict[str, str] | None = None,
 ) -> ExportResult:
     """Fold batch norm, export ``model`` to ``path``, check it with ONNX Runtime, and write the metadata.
 
@@ -202,8 +203,8 @@ def export_onnx(
     computes in half precision behind fp32 inputs and outputs; ``int8`` is ONNX Runtime static
     quantization (QDQ, per-channel weights) calibrated on ``calibration`` (normalised images).
     The check accepts a worst logit difference of ``atol`` (default: 1e-4 fp32, 1e-2 fp16; none for
-    int8) times the largest logit where that exceeds 1. Raises ``LightnetsError`` and writes nothing
-    when the check fails.
+    int8) times the largest logit where that exceeds 1. ``extra_metadata`` joins ``info``'s (a task's own
+    keys). Raises ``LightnetsError`` and writes nothing when the check fails.
     """
     if precision not in PRECISIONS:
         raise LightnetsError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
@@ -224,7 +225,7 @@ def export_onnx(
             export_graph(to_export, example, tmp, opset, dynamic_batch)
             if precision == "int8":
                 _quantize_int8(tmp, calibration, dynamic_batch)
-            write_metadata(tmp, info.metadata() | {"precision": precision})
+            write_metadata(tmp, info.metadata() | (extra_metadata or {}) | {"precision": precision})
             got = _run_for_check(tmp, check_inputs.numpy(), dynamic_batch)
             diff = float(np.abs(got - reference).max())
             agree = top1_agreement(got, reference)

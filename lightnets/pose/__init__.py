@@ -1,7 +1,7 @@
 """Keypoints: keypoint data (LSP/LSPet and COCO readers, the LSP skeleton), the Convolutional Pose Machine (stages of
 heat maps on any backbone) with its Gaussian targets, loss and sub-pixel decoding, PCK metrics, and multiview
-triangulation and bootstrapping of new labels from calibrated views (Simon et al. 2017). Training and the
-``lightnets pose`` commands are still to come.
+triangulation and bootstrapping of new labels from calibrated views (Simon et al. 2017); training on person crops
+(``train_pose``, ``lightnets pose train``), evaluation, prediction with the skeleton drawn, and ONNX export.
 
     model = create_pose_machine("mobilenetv3_small_100", num_joints=14, stages=3)   # one (B, 15, H/8, W/8) per stage
 
@@ -10,9 +10,13 @@ triangulation and bootstrapping of new labels from calibrated views (Simon et al
     report = evaluate_pck(pred, target, visible)                        # PCK@0.2 per joint, curve, AUC
     result = bootstrap(detections, cameras, threshold=20.0, top_n=500)   # detections (frames, joints, views, 2)
     result.frames, result.labels                                         # best frames first, labels in every view
+    train_pose("lspet.tar", "efficientnet_lite0", pretrained=True, val_split=("im09001", "im10000"))
 """
 
+from .crops import PoseAugment, PoseCache
+from .deploy import export_pose_machine
 from .heatmaps import decode_heatmaps, flip_heatmaps, flip_keypoints, gaussian_heatmaps, heatmap_loss
+from .infer import draw_skeleton, evaluate_pose, find_keypoints, load_pose_machine, predict_files
 from .keypoints import (
     LSP_FLIP_PAIRS,
     LSP_JOINTS,
@@ -38,11 +42,13 @@ from .multiview import (
     triangulate_ransac,
     undistort_points,
 )
+from .train import POSE_RECIPE, train_pose
 
-__all__ = ["LSP_FLIP_PAIRS", "LSP_JOINTS", "LSP_LIMBS", "LSP_TORSO", "Bootstrap", "KeypointDataset", "KeypointRecord",
-           "PCKReport", "PoseMachine", "Triangulation", "auc", "bootstrap", "create_pose_machine", "decode_heatmaps",
-           "evaluate_pck", "flip_heatmaps", "flip_keypoints", "flip_permutation", "frame_scores", "gaussian_heatmaps",
-           "heatmap_loss",
-           "mean_inlier_error", "mean_pixel_error", "pck", "pck_at", "pck_curve", "person_box", "plot_pck_curve",
-           "project_points", "read_keypoint_data", "select_frames", "torso_size", "triangulate_dlt",
+__all__ = ["LSP_FLIP_PAIRS", "LSP_JOINTS", "LSP_LIMBS", "LSP_TORSO", "POSE_RECIPE", "Bootstrap", "KeypointDataset",
+           "KeypointRecord", "PCKReport", "PoseAugment", "PoseCache", "PoseMachine", "Triangulation", "auc",
+           "bootstrap", "create_pose_machine", "decode_heatmaps", "draw_skeleton", "evaluate_pck", "evaluate_pose",
+           "export_pose_machine", "find_keypoints", "flip_heatmaps", "flip_keypoints", "flip_permutation",
+           "frame_scores", "gaussian_heatmaps", "heatmap_loss", "load_pose_machine", "mean_inlier_error",
+           "mean_pixel_error", "pck", "pck_at", "pck_curve", "person_box", "plot_pck_curve", "predict_files",
+           "project_points", "read_keypoint_data", "select_frames", "torso_size", "train_pose", "triangulate_dlt",
            "triangulate_ransac", "undistort_points"]

@@ -5,13 +5,12 @@ jitter. Everything random comes from one ``torch.Generator``, so a batch's augme
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ..data.augment import normalize
+from ..data.augment import jitter_colors, normalize
 from ..errors import LightnetsError
 from .metrics import IGNORE
 
@@ -69,7 +68,8 @@ class SegmentationAugment:
         offset = torch.minimum(spare, torch.zeros_like(spare)) + spare.abs() * uniform(0, 1, batch, 2)
         flipped = (uniform(0, 1) < self.flip).float()
 
-        x = normalize(self._jitter(images.float(), uniform), mean, std, channels_last=False)
+        jittered = jitter_colors(images.float(), self.brightness, self.contrast, self.saturation, uniform)
+        x = normalize(jittered, mean, std, channels_last=False)
         # Output pixel u (centre u + 0.5) samples the rescaled image at u + 0.5 + offset (mirrored when flipped),
         # the source at that / zoom; affine_grid maps n = 2u / size - 1 of the output to that of the source.
         sign = 1 - 2 * flipped
@@ -84,21 +84,3 @@ class SegmentationAugment:
         shifted = F.grid_sample(masks.unsqueeze(1).float() + 1, grid, mode="nearest", padding_mode="zeros",
                                 align_corners=False).squeeze(1).round().long()
         return x, torch.where(shifted > 0, shifted - 1, torch.full_like(shifted, IGNORE))
-
-    def _jitter(self, x: torch.Tensor, uniform: Callable[[float, float], torch.Tensor]) -> torch.Tensor:
-        """Brightness, saturation and contrast on the 0..255 scale; a jitter of 0 is skipped (and draws nothing)."""
-        shape = (-1, 1, 1, 1)
-        if self.brightness:
-            x = x * uniform(1 - self.brightness, 1 + self.brightness).view(shape)
-        if self.saturation:
-            gray = _luma(x)
-            x = gray + (x - gray) * uniform(1 - self.saturation, 1 + self.saturation).view(shape)
-        if self.contrast:
-            level = _luma(x).mean((2, 3), keepdim=True)
-            x = level + (x - level) * uniform(1 - self.contrast, 1 + self.contrast).view(shape)
-        return x.clamp(0, 255)
-
-
-def _luma(x: torch.Tensor) -> torch.Tensor:
-    """The grey level ``(B, 1, H, W)`` of RGB ``x`` (ITU-R BT.601 weights)."""
-    return (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)

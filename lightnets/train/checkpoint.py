@@ -34,10 +34,14 @@ def _is_numbers(value: Any) -> bool:
         isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
 
 
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 # What a key of a checkpoint's json must hold where it is present. Readers need different keys (a classifier
 # ``classes``, ``image_size``, ``mean`` and ``std``, a detector ``detector`` and ``input_size``, a segmenter
-# ``segmenter``, ``input_hw`` and ``colors``): a key a reader needs but the file lacks is refused as it is read, by
-# ``CheckpointMeta``.
+# ``segmenter``, ``input_hw`` and ``colors``, a pose machine ``pose_machine``, ``joint_names``, ``flip_pairs`` and
+# ``input_size``): a key a reader needs but the file lacks is refused as it is read, by ``CheckpointMeta``.
 SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model": (lambda v: isinstance(v, str) and v != "", "a model name"),
     "num_classes": (_is_count, "a positive integer"),
@@ -53,6 +57,12 @@ SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "detector": (lambda v: isinstance(v, dict), "a mapping of detector arguments"),
     "lifter": (lambda v: isinstance(v, dict), "a mapping of lifter arguments"),
     "segmenter": (lambda v: isinstance(v, dict), "a mapping of segmenter arguments"),
+    "pose_machine": (lambda v: isinstance(v, dict), "a mapping of pose-machine arguments"),
+    "joint_names": (lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(c, str) for c in v),
+                    "a list of joint names"),
+    "flip_pairs": (lambda v: isinstance(v, list) and all(isinstance(p, list) and len(p) == 2 and
+                                                         all(_is_index(i) for i in p) for p in v),
+                   "a list of [left, right] joint indices"),
     "input_hw": (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_count(n) for n in v),
                  "[height, width], two positive integers"),
     "colors": (lambda v: isinstance(v, list) and all(isinstance(c, list) and len(c) == 3 and

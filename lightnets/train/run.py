@@ -38,7 +38,8 @@ from .recipes import Recipe
 TRAINING_FILES = ("metrics.jsonl", "config.json", "state.safetensors", "best.safetensors", "best.json",
                   "last.safetensors", "last.json", "curves.png", "confusion.png", "confusion.txt")
 
-COMMANDS = {"detect": "detect train"}  # the command of a kind whose name is not its command's
+# The command of a kind whose name is not its command's.
+COMMANDS = {"detect": "detect train", "segment": "segment train", "pose": "pose train"}
 
 
 def pick_device(device: str | None = None) -> torch.device:
