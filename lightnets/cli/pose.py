@@ -92,11 +92,28 @@ def cmd_pose_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pose_bootstrap(args: argparse.Namespace) -> int:
+    from ..pose.bootstrap import bootstrap_rounds
+    from ..pose.train import RECIPE_FIELDS_UNUSED
+
+    rounds = bootstrap_rounds(args.detector, args.capture, args.data, args.out, rounds=args.rounds,
+                              min_confidence=args.min_confidence, threshold=args.threshold, top_n=args.top_n,
+                              val_split=args.val_split, val_data=args.val_data, progress=not args.quiet,
+                              **recipe_overrides(args, exclude=RECIPE_FIELDS_UNUSED))
+    print(format_table([{"round": str(r), "frames passed": str(len(done.step.frames)),
+                         "labels added": str(len(done.added) if done.added else 0),
+                         "PCK@0.2 % after": f"{done.train.metrics['pck']:.1f}", "folder": str(done.dir)}
+                        for r, done in enumerate(rounds, start=1)]))
+    print(f"each round's labels.json, scores.json and retraining (train/) are in {args.out}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from ..pose.crops import PoseAugment
     from ..pose.train import RECIPE_FIELDS_UNUSED
 
-    p = sub.add_parser("pose", help="keypoints (Convolutional Pose Machines): train, eval, predict, export")
+    p = sub.add_parser("pose", help="keypoints (Convolutional Pose Machines): train, eval, predict, bootstrap, "
+                       "export")
     pose = p.add_subparsers(dest="pose_command", required=True, metavar="ACTION")
     d = pose.add_parser("train", help="train a pose machine on person crops; PCK on the held-out records")
     d.add_argument("data", nargs="?", default=None, help="joints.mat + images/ (LSP, LSPet), keypoints.json or a "
@@ -143,6 +160,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--no-flip-test", action="store_true")
     d.add_argument("--device", type=device_name, default=None)
     d.set_defaults(func=cmd_pose_predict)
+
+    d = pose.add_parser("bootstrap", help="multiview bootstrapping: label calibrated views with a detector, keep "
+                        "the best-triangulated frames, retrain on them; repeat")
+    d.add_argument("detector", help="pose run folder or checkpoint that labels the views")
+    d.add_argument("--capture", required=True, help="folder or archive: cameras.json and images/FRAME/VIEW.jpg")
+    d.add_argument("--data", required=True, help="the labelled data retraining also uses")
+    d.add_argument("--val-split", type=_names, default=None, metavar="FIRST,LAST",
+                   help="hold out the images of --data named FIRST to LAST")
+    d.add_argument("--val-data", default=None, help="validation data instead of --val-split")
+    d.add_argument("--rounds", type=positive_int, default=1)
+    d.add_argument("--min-confidence", type=float, default=0.2, help="lambda: detections under it are dropped")
+    d.add_argument("--threshold", type=float, default=20.0, help="RANSAC inlier threshold, px")
+    d.add_argument("--top-n", type=positive_int, default=100, help="frames kept per round, best score first")
+    add_recipe_options(d, None, exclude=RECIPE_FIELDS_UNUSED)
+    d.add_argument("--threads", type=positive_int, default=None)
+    d.add_argument("--out", required=True, help="folder for the rounds (round1/, round2/, ...)")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_pose_bootstrap)
 
     d = pose.add_parser("export", help="fold batch norm, export a pose machine to ONNX, check it against PyTorch")
     d.add_argument("checkpoint", help="pose run folder or checkpoint file")

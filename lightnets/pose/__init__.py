@@ -11,8 +11,10 @@ triangulation and bootstrapping of new labels from calibrated views (Simon et al
     result = bootstrap(detections, cameras, threshold=20.0, top_n=500)   # detections (frames, joints, views, 2)
     result.frames, result.labels                                         # best frames first, labels in every view
     train_pose("lspet.tar", "efficientnet_lite0", pretrained=True, val_split=("im09001", "im10000"))
+    bootstrap_rounds("runs/train/pose-cpm3/last", "capture/", "lspet.tar", "runs/boot", val_split=(...), rounds=2)
 """
 
+from .bootstrap import Capture, bootstrap_rounds, read_capture
 from .crops import PoseAugment, PoseCache
 from .deploy import export_pose_machine
 from .heatmaps import decode_heatmaps, flip_heatmaps, flip_keypoints, gaussian_heatmaps, heatmap_loss
@@ -44,11 +46,12 @@ from .multiview import (
 )
 from .train import POSE_RECIPE, train_pose
 
-__all__ = ["LSP_FLIP_PAIRS", "LSP_JOINTS", "LSP_LIMBS", "LSP_TORSO", "POSE_RECIPE", "Bootstrap", "KeypointDataset",
-           "KeypointRecord", "PCKReport", "PoseAugment", "PoseCache", "PoseMachine", "Triangulation", "auc",
-           "bootstrap", "create_pose_machine", "decode_heatmaps", "draw_skeleton", "evaluate_pck", "evaluate_pose",
-           "export_pose_machine", "find_keypoints", "flip_heatmaps", "flip_keypoints", "flip_permutation",
-           "frame_scores", "gaussian_heatmaps", "heatmap_loss", "load_pose_machine", "mean_inlier_error",
-           "mean_pixel_error", "pck", "pck_at", "pck_curve", "person_box", "plot_pck_curve", "predict_files",
-           "project_points", "read_keypoint_data", "select_frames", "torso_size", "train_pose", "triangulate_dlt",
+__all__ = ["LSP_FLIP_PAIRS", "LSP_JOINTS", "LSP_LIMBS", "LSP_TORSO", "POSE_RECIPE", "Bootstrap", "Capture",
+           "KeypointDataset", "KeypointRecord", "PCKReport", "PoseAugment", "PoseCache", "PoseMachine",
+           "Triangulation", "auc", "bootstrap", "bootstrap_rounds", "create_pose_machine", "decode_heatmaps",
+           "draw_skeleton", "evaluate_pck", "evaluate_pose", "export_pose_machine", "find_keypoints",
+           "flip_heatmaps", "flip_keypoints", "flip_permutation", "frame_scores", "gaussian_heatmaps",
+           "heatmap_loss", "load_pose_machine", "mean_inlier_error", "mean_pixel_error", "pck", "pck_at",
+           "pck_curve", "person_box", "plot_pck_curve", "predict_files", "project_points", "read_capture",
+           "read_keypoint_data", "select_frames", "torso_size", "train_pose", "triangulate_dlt",
            "triangulate_ransac", "undistort_points"]

@@ -122,6 +122,19 @@ class PoseCache:
                                  f"{self.dataset.source.path}")
         return out
 
+    @classmethod
+    def join(cls, caches: Sequence[PoseCache]) -> PoseCache:
+        """One cache of several of the same crop size (labelled data and added labels, trained on together); it has
+        no single ``dataset``."""
+        if len({c.input_size for c in caches}) != 1 or len({c.keypoints.shape[1] for c in caches}) != 1:
+            raise LightnetsError("caches to join need the same crop size and the same joints")
+        joined = cls.__new__(cls)
+        joined.dataset, joined.cache_file = None, None
+        joined.input_size, joined.size = caches[0].input_size, caches[0].size
+        for name in ("images", "keypoints", "visible", "boxes", "original"):
+            setattr(joined, name, torch.cat([getattr(c, name).cpu() for c in caches]))
+        return joined
+
     def __len__(self) -> int:
         return len(self.images)
 

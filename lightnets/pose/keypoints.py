@@ -95,19 +95,19 @@ class KeypointDataset:
     def split_by_name(self, first: str, last: str) -> tuple[KeypointDataset, KeypointDataset]:
         """``(rest, held_out)``: the held-out part is the records whose image name (without folder and suffix,
         numbers compared as numbers) lies in ``[first, last]``, so ``im09001``-``im10000`` is one call."""
-        lo, hi = _name_key(first), _name_key(last)
+        lo, hi = name_key(first), name_key(last)
         if lo > hi:
             raise LightnetsError(f"split_by_name: first {first!r} comes after last {last!r}")
-        inside = [lo <= _name_key(r.image) <= hi for r in self.records]
+        inside = [lo <= name_key(r.image) <= hi for r in self.records]
         if not any(inside):
-            names = sorted((PurePosixPath(r.image).stem for r in self.records), key=_name_key)
+            names = sorted((PurePosixPath(r.image).stem for r in self.records), key=name_key)
             span = f"{names[0]} to {names[-1]}" if names else "no records"
             raise LightnetsError(f"no image name lies in {first}-{last}; the names run from {span}")
         return (self.subset(i for i, x in enumerate(inside) if not x),
                 self.subset(i for i, x in enumerate(inside) if x))
 
 
-def _name_key(name: str) -> tuple:
+def name_key(name: str) -> tuple:
     """Sort key of an image name: its stem split into text and numbers (``im9001`` and ``im09001`` are equal)."""
     parts = re.split(r"(\d+)", PurePosixPath(name).stem)
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
@@ -349,6 +349,12 @@ def _from_coco(source: FileSource, json_file: str, coco: object) -> KeypointData
         records.append(_record(files[image["id"]], width, height, joints[:, :2], joints[:, 2] > 0, names, where,
                                skipped))
     return _dataset(source, records, len(files), json_file, names, limbs, skipped)
+
+
+def labels_on_source(source: str | Path | FileSource, labels: dict, name: str = "labels.json") -> KeypointDataset:
+    """The records of a keypoints.json's content ``labels`` (called ``name`` in messages) whose image files are in
+    ``source``, relative to its root: labels kept apart from their images, as bootstrapping writes them."""
+    return _from_keypoints_json(source if isinstance(source, FileSource) else FileSource(source), name, labels)
 
 
 def read_keypoint_data(path: str | Path, label_file: str | None = None) -> KeypointDataset:

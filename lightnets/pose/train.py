@@ -9,6 +9,7 @@ recipe, the optimisation fields are used; the classification augmentation fields
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from .crops import PoseAugment, PoseCache
 from .heatmaps import DEFAULT_SIGMA
 from .keypoints import KeypointDataset, flip_permutation, read_keypoint_data
 from .metrics import plot_pck_curve
-from .model import create_pose_machine
+from .model import PoseMachine, create_pose_machine
 from .task import PoseBatches, PoseTask, evaluate, evaluation, pck_rows
 
 KIND = "pose"
@@ -74,6 +75,8 @@ def train_pose(
     threads: int | None = None,
     progress: bool = True,
     pretrained: bool | str | None = None,
+    init: str | Path | None = None,
+    added: Sequence[KeypointDataset] = (),
     **overrides: Any,
 ) -> PoseTrainResult:
     """Train a CPM (``stages`` belief stages on ``backbone``) on the person crops of ``data`` (a ``joints.mat``
@@ -85,13 +88,19 @@ def train_pose(
     the maps of each validation crop and its mirror in the final evaluation (the per-epoch ones, which
     pick ``best``, skip it to halve their cost). Options left None take ``DEFAULTS``; ``resume`` continues the
     run in that folder with its recorded configuration. ``pretrained`` starts the backbone from weights (as
-    ``lightnets.create_model``), whose mean and std then normalise the input.
+    ``lightnets.create_model``), whose mean and std then normalise the input; ``init`` starts every weight from a
+    pose checkpoint of the same architecture instead (bootstrapping retrains its detector so). ``added`` are
+    further labelled records trained on with the training split (bootstrapping's new labels); such a run cannot
+    be resumed, as its records are not all in files.
     """
     run, recorded = None, None
     given = {"backbone": backbone, "stages": stages, "input_size": input_size, "output_stride": output_stride,
              "sigma": sigma, "val_split": list(val_split) if val_split else None}
     if resume is not None:
         run = Run.resume(resume, KIND)
+        if run.record.get("added"):
+            raise LightnetsError(f"{resume} trained on added labels (a bootstrapping round) and cannot be resumed; "
+                                 "run the round again")
         run.require_given(("data", "val_data"), data=_source_of(data), val_data=_source_of(val_data),
                           pretrained=None if pretrained is None else str(pretrained), **given)
         cfg, rec = run.record, run.recipe(**overrides)
@@ -115,15 +124,21 @@ def train_pose(
         raise LightnetsError(f"the validation data has other joints than the training data: {val_set.joint_names} "
                              f"against {train_set.joint_names}")
     seed_everything(rec.seed)
-    model = create_pose_machine(settings["backbone"], len(train_set.joint_names), stages=settings["stages"],
-                                output_stride=settings["output_stride"], pretrained=pretrained)
+    if init is not None and run is None:
+        model, norm = _initialised(init, given, settings, train_set.joint_names)
+    else:
+        model = create_pose_machine(settings["backbone"], len(train_set.joint_names), stages=settings["stages"],
+                                    output_stride=settings["output_stride"], pretrained=pretrained)
+        norm = (run.record["mean"], run.record["std"]) if run else (list(model.data_config.mean),
+                                                                     list(model.data_config.std))
     if rec.freeze:
         model.backbone.freeze_stages(rec.freeze)
-    norm = (run.record["mean"], run.record["std"]) if run else (list(model.data_config.mean),
-                                                                 list(model.data_config.std))
     size = settings["input_size"]
     rank, world = rank_and_world()
     train_cache = PoseCache(train_set, size, progress=progress and rank == 0)
+    if added:
+        train_cache = PoseCache.join([train_cache, *(PoseCache(a, size, progress=progress and rank == 0)
+                                                     for a in added)])
     val_cache = PoseCache(val_set, size, progress=progress and rank == 0).to(dev)
     rec, speed = settle_speed(model, rec, (3, size, size), dev, threads=threads, recorded=recorded,
                               cache_key={"pose_machine": model.config}, progress=progress)
@@ -136,7 +151,10 @@ def train_pose(
               "recipe": rec.to_dict(), "augment": dataclasses.asdict(augment) if augment else None,
               "flip_test": flip_test, "joint_names": train_set.joint_names,
               "flip_pairs": [list(p) for p in train_set.flip_pairs], "limbs": [list(p) for p in train_set.limbs],
-              "train_records": len(train_set), "val_records": len(val_set), "skipped": records.skipped,
+              "train_records": len(train_cache), "val_records": len(val_set),
+              **({"init": str(init)} if init is not None else {}),
+              **({"added": [{"source": str(a.source.path), "records": len(a)} for a in added]}
+                 if added else {}), "skipped": records.skipped,
               "monitor": "val_pck", "device": str(dev), "world_size": world, "speed": speed.to_dict(),
               "torch": torch.__version__, "lightnets": __version__}
     run = run or Run.start(out, f"pose-cpm{settings['stages']}-{settings['backbone']}", KIND, config,
@@ -170,6 +188,26 @@ def train_pose(
                                              "curve": [report.thresholds.tolist(), report.overall.tolist()],
                                              "skipped_records": report.skipped_records})
     return PoseTrainResult(run.dir, history, final, run.record)
+
+
+def _initialised(init: str | Path, given: dict[str, Any], settings: dict[str, Any], joints: list[str]
+                 ) -> tuple[PoseMachine, tuple[list[float], list[float]]]:
+    """The pose machine of the checkpoint ``init``, to train on from its weights, and the normalisation they were
+    trained with. Its architecture and crop size become the run's ``settings``; one given otherwise is refused."""
+    from .infer import load_pose_machine
+
+    model = load_pose_machine(init).train()
+    meta = model.checkpoint_meta
+    own = {"backbone": model.config["backbone"], "stages": model.config["stages"],
+           "output_stride": model.config["output_stride"], "input_size": meta["input_size"]}
+    conflict = sorted(k for k, v in own.items() if given.get(k) is not None and given[k] != v)
+    if conflict:
+        raise LightnetsError(f"{init} has another {', '.join(conflict)} than given ("
+                             + "; ".join(f"{k}: {own[k]} there, {given[k]} here" for k in conflict) + ")")
+    if meta["joint_names"] != joints:
+        raise LightnetsError(f"{init} finds other joints than the data labels: {meta['joint_names']} against {joints}")
+    settings.update(own)
+    return model, (list(meta["mean"]), list(meta["std"]))
 
 
 def _source_of(data: str | Path | KeypointDataset | None) -> str | None:
