@@ -25,6 +25,7 @@ from lightnets.detect import (
     network_input,
     synthetic_pages,
 )
+from lightnets.detect.tiles import TileConfig
 from lightnets.models.base import randomize_batch_norms
 from lightnets.train import save_checkpoint
 
@@ -143,3 +144,39 @@ def test_export_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(LightnetsError, match="not an exported detector"):
         (tmp_path / "x.onnx").write_bytes(b"")
         OnnxDetector(tmp_path / "x.onnx")
+
+
+def test_tiled_inference_agrees_between_pytorch_and_onnx_and_serves_the_commands(checkpoint, page, tmp_path, capsys,
+                                                                                 one_thread):
+    """A 128 px page in 64 px tiles (3 x 3 at overlap 16): ONNX Runtime's tiled boxes are PyTorch's, and
+    ``detect predict`` and ``detect eval`` take ``--tiles``."""
+    run, model = checkpoint
+    assert main(["detect", "export", str(run)]) == 0
+    tiles = TileConfig(size=64, overlap=16)
+    got = OnnxDetector(run / "best.onnx")(page, top_k=40, score_threshold=0.2, tiles=tiles)
+    [want] = detect_images(model, [page], 64, top_k=40, score_threshold=0.2, tiles=tiles)
+    assert len(want) > 0
+
+    def as_set(found):  # by position: scores a few 1e-7 apart may swap ranks between the two runtimes
+        rows = torch.cat([found.boxes, found.labels[:, None].float()], 1).numpy()
+        return rows[np.lexsort(np.round(rows, 2).T[::-1])]
+
+    np.testing.assert_allclose(as_set(got), as_set(want), atol=1e-3)
+    with pytest.raises(LightnetsError, match="do not fit"):
+        OnnxDetector(run / "best.onnx")(page, tiles=TileConfig(size=96))
+    capsys.readouterr()
+    image = tmp_path / "page" / "images" / "page_00000.png"
+    assert main(["detect", "predict", str(run), str(image), "--tiles", "1", "--tile-overlap", "16", "--out",
+                 str(tmp_path / "drawn")]) == 0
+    assert (tmp_path / "drawn" / "page_00000.png").is_file()
+    labelled = tmp_path / "labelled"
+    (labelled / "images").mkdir(parents=True)
+    (labelled / "images" / image.name).write_bytes(image.read_bytes())
+    (labelled / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": f"images/{image.name}", "width": 128, "height": 128}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 12, 14]}],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}))
+    assert main(["detect", "eval", str(run), str(labelled), "--tiles", "1,0.5"]) == 0
+    assert "f1" in capsys.readouterr().out
+    assert main(["detect", "predict", str(run), str(image), "--tiles", "big"]) == 2
+    assert "--tiles takes none, auto or scale factors" in capsys.readouterr().err

@@ -39,10 +39,20 @@ def cmd_detect_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_tile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tiles", default="none", metavar="none|auto|SCALES",
+                   help="none: whole images letterboxed (default); SCALES such as 1 or 1,0.5: overlapping tiles of "
+                   "the input size at those scales, for pages larger than the network; auto: the checkpoint's "
+                   "tiling when it records one, else none")
+    p.add_argument("--tile-overlap", type=int, default=None, help="px between neighbouring tiles (default a quarter "
+                   "of the input size): boxes up to this size are seen whole")
+
+
 def cmd_detect_eval(args: argparse.Namespace) -> int:
     from ..detect import evaluate_detector
 
     metrics = evaluate_detector(args.checkpoint, args.data, top_k=args.top_k, score_threshold=args.score_threshold,
+                                tiles=args.tiles, tile_overlap=args.tile_overlap,
                                 f1_threshold=args.f1_threshold, batch_size=args.batch_size, device=args.device)
     print(format_table(_metric_row(metrics)))
     return 0
@@ -52,7 +62,8 @@ def cmd_detect_predict(args: argparse.Namespace) -> int:
     from ..detect import predict_files
 
     results = predict_files(args.checkpoint, args.inputs, out_dir=args.out, top_k=args.top_k,
-                            score_threshold=args.score_threshold, show_labels=not args.no_labels, device=args.device)
+                            score_threshold=args.score_threshold, show_labels=not args.no_labels, device=args.device,
+                            tiles=args.tiles, tile_overlap=args.tile_overlap)
     print(format_table([{"image": str(path), "detections": str(len(found))} for path, found in results]))
     print(f"drawn to {args.out}/")
     return 0
@@ -130,6 +141,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--score-threshold", type=float, default=0.05)
     d.add_argument("--f1-threshold", type=float, default=0.3, help="score a detection needs to count for F1")
     d.add_argument("--batch-size", type=int, default=8)
+    add_tile_options(d)
     d.add_argument("--device", type=device_name, default=None)
     d.set_defaults(func=cmd_detect_eval)
 
@@ -140,6 +152,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--top-k", type=int, default=None)
     d.add_argument("--score-threshold", type=float, default=0.3)
     d.add_argument("--no-labels", action="store_true", help="boxes only (for pages with thousands of characters)")
+    add_tile_options(d)
     d.add_argument("--device", type=device_name, default=None)
     d.set_defaults(func=cmd_detect_predict)
 

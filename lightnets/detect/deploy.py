@@ -48,6 +48,7 @@ from ..train.checkpoint import checkpoint_paths
 from .decode import Detections
 from .infer import load_detector
 from .model import CenterNet
+from .tiles import TileConfig, detect_tiled
 from .transforms import letterbox_image
 
 HEAD_OUTPUTS = ("heatmap", "size", "offset")
@@ -180,13 +181,27 @@ class OnnxDetector:
         self.stride, self.top_k = int(meta["output_stride"]), int(meta["top_k"])
         self.session = onnx_session(path, threads)
 
-    def __call__(self, image: np.ndarray, *, top_k: int | None = None, score_threshold: float = 0.05) -> Detections:
-        """Detections for one RGB uint8 ``(H, W, 3)`` image, in its own pixels."""
+    def __call__(self, image: np.ndarray, *, top_k: int | None = None, score_threshold: float = 0.05,
+                 tiles: TileConfig | None = None) -> Detections:
+        """Detections for one RGB uint8 ``(H, W, 3)`` image, in its own pixels: letterboxed whole, or with
+        ``tiles`` (their size the file's input size) tile by tile, as ``detect_tiled``."""
+        top_k = top_k or self.top_k
+        if tiles is not None:
+            if tiles.size != self.info.input_size:
+                raise LightnetsError(f"tiles of {tiles.size} px do not fit this file's {self.info.input_size} px "
+                                     "input")
+            return detect_tiled(lambda batch: [self._detect(tile, None, top_k, score_threshold) for tile in batch],
+                                image, tiles)
         boxed, transform = letterbox_image(image, self.info.input_size)
+        return self._detect(boxed, transform, top_k, score_threshold, (image.shape[1], image.shape[0]))
+
+    def _detect(self, boxed: np.ndarray, transform: tuple[float, float, float, float] | None, top_k: int,
+                score_threshold: float, image_size: tuple[int, int] | None = None) -> Detections:
+        """Detections of one network-size uint8 image, mapped through ``transform`` (the letterbox) and clipped to
+        ``image_size``; in its own px without them (a tile's, as ``decode`` gives)."""
         x = (boxed.astype(np.float32) / 255 - np.float32(self.info.mean)) / np.float32(self.info.std)
         heads = self.session.run(None, {"input": np.ascontiguousarray(x.transpose(2, 0, 1)[None])})
-        boxes, scores, labels = decode_heads(*heads, stride=self.stride, top_k=top_k or self.top_k,
-                                             score_threshold=score_threshold, transform=transform,
-                                             image_size=(image.shape[1], image.shape[0]))
+        boxes, scores, labels = decode_heads(*heads, stride=self.stride, top_k=top_k, score_threshold=score_threshold,
+                                             transform=transform, image_size=image_size)
         return Detections(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels))
 

@@ -15,12 +15,13 @@ from ..data.folder import image_files
 from ..errors import LightnetsError
 from ..train.checkpoint import load_checkpoint, restore_model
 from ..train.run import pick_device
-from .data import DetectionCache, DetectionDataset, read_detection_data
+from .data import DetectionCache, DetectionDataset, decode_record_image, read_detection_data
 from .decode import Detections
 from .draw import draw_detections
 from .metrics import coco_map_available
 from .model import CenterNet, create_detector
-from .task import detect_images, evaluate
+from .task import detect_images, detection_metrics, evaluate
+from .tiles import TileConfig, detect_tiled, tile_config
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu") -> CenterNet:
@@ -35,9 +36,11 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Cente
 
 def evaluate_detector(checkpoint: str | Path, data: str | Path, *, top_k: int | None = None,
                       score_threshold: float = 0.05, f1_threshold: float = 0.3, batch_size: int = 8,
-                      device: str | None = None) -> dict[str, float]:
+                      device: str | None = None, tiles: str | TileConfig | None = None,
+                      tile_overlap: int | None = None) -> dict[str, float]:
     """Kuzushiji F1 and (when a COCO evaluator is installed) COCO mAP of a checkpoint on a data set, read in the
-    checkpoint's class mode and letterboxed to its input size."""
+    checkpoint's class mode and letterboxed to its input size, or with ``tiles`` (see ``tile_config``;
+    ``tile_overlap`` px) detected tile by tile at full resolution."""
     model = load_detector(checkpoint, pick_device(device))
     meta = model.checkpoint_meta
     dataset = read_detection_data(data, meta["class_agnostic"])
@@ -48,17 +51,29 @@ def evaluate_detector(checkpoint: str | Path, data: str | Path, *, top_k: int | 
     remap = np.array([meta["classes"].index(c) for c in dataset.class_names], dtype=np.int64)
     records = [dataclasses.replace(r, labels=remap[r.labels]) for r in dataset.records]
     dataset = DetectionDataset(dataset.source, records, meta["classes"], dataset.skipped)
-    cache = DetectionCache(dataset, meta["input_size"]).to(next(model.parameters()).device)
-    return evaluate(model, cache, batch_size, top_k or meta["top_k"], score_threshold, f1_threshold,
-                    with_map=coco_map_available())
+    top_k = top_k or meta["top_k"]
+    tiling = tile_config(tiles, meta["input_size"], meta.get("tiles"), tile_overlap)
+    if tiling is None:
+        cache = DetectionCache(dataset, meta["input_size"]).to(next(model.parameters()).device)
+        return evaluate(model, cache, batch_size, top_k, score_threshold, f1_threshold,
+                        with_map=coco_map_available())
+    index = {r.file: i for i, r in enumerate(dataset.records)}
+    found: list[Detections | None] = [None] * len(dataset)
+    for file, data_bytes in dataset.source.read_many(list(index)):
+        found[index[file]] = detect_tiled(model, decode_record_image(data_bytes, dataset.records[index[file]]),
+                                          tiling, top_k, score_threshold)
+    return detection_metrics(dataset.records, found, len(meta["classes"]), top_k, f1_threshold,
+                             with_map=coco_map_available())
 
 
 def predict_files(checkpoint: str | Path | CenterNet, inputs: Sequence[str | Path], *,
                   out_dir: str | Path | None = None, top_k: int | None = None, score_threshold: float = 0.3,
-                  show_labels: bool = True, device: str | None = None) -> list[tuple[Path, Detections]]:
-    """Detections for image files (or folders of them), in each image's pixels; with ``out_dir`` each image is
-    also written there as ``<name>.png`` with its boxes, labels and scores drawn (names kept apart and inputs
-    never overwritten: see ``drawing_paths``)."""
+                  show_labels: bool = True, device: str | None = None, tiles: str | TileConfig | None = None,
+                  tile_overlap: int | None = None) -> list[tuple[Path, Detections]]:
+    """Detections for image files (or folders of them), in each image's pixels (letterboxed whole, or with
+    ``tiles`` tile by tile, see ``tile_config``); with ``out_dir`` each image is also written there as
+    ``<name>.png`` with its boxes, labels and scores drawn (names kept apart and inputs never overwritten: see
+    ``drawing_paths``)."""
     files = image_files(list(inputs))
     drawings = drawing_paths(files, out_dir) if out_dir is not None else [None] * len(files)
     model = checkpoint if isinstance(checkpoint, CenterNet) else load_detector(checkpoint, pick_device(device))
@@ -71,7 +86,8 @@ def predict_files(checkpoint: str | Path | CenterNet, inputs: Sequence[str | Pat
             image = decode_image(path, None)
         except (OSError, ValueError) as err:  # Pillow's UnidentifiedImageError is an OSError
             raise LightnetsError(f"cannot decode image {path}: {err}") from None
-        found = detect_images(model, [image], meta["input_size"], top_k or meta["top_k"], score_threshold)[0]
+        found = detect_images(model, [image], meta["input_size"], top_k or meta["top_k"], score_threshold,
+                              tiles=tile_config(tiles, meta["input_size"], meta.get("tiles"), tile_overlap))[0]
         if drawing is not None:
             draw_detections(image, found, meta["classes"], show_labels).save(drawing)
         results.append((path, found))

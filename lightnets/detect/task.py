@@ -19,6 +19,7 @@ from .decode import Detections, decode
 from .loss import centernet_loss
 from .metrics import coco_map, kuzushiji_f1
 from .targets import build_targets
+from .tiles import TileConfig, detect_tiled
 from .transforms import DetectionAugment, letterbox_image, network_input
 
 
@@ -108,10 +109,13 @@ def predict_cache(model: nn.Module, cache: DetectionCache, batch_size: int = 8, 
 
 @torch.inference_mode()
 def detect_images(model: nn.Module, images: Sequence[np.ndarray], input_size: int, top_k: int = 100,
-                  score_threshold: float = 0.05) -> list[Detections]:
-    """Detections for RGB uint8 ``(H, W, 3)`` images of any sizes, letterboxed to ``input_size`` as in training;
-    boxes are in each image's own pixels. The model is put in eval mode."""
+                  score_threshold: float = 0.05, tiles: TileConfig | None = None) -> list[Detections]:
+    """Detections for RGB uint8 ``(H, W, 3)`` images of any sizes, letterboxed to ``input_size`` as in training,
+    or with ``tiles`` detected tile by tile at the tiles' scales (``lightnets.detect.tiles``); boxes are in each
+    image's own pixels. The model is put in eval mode."""
     model.eval()
+    if tiles is not None:
+        return [detect_tiled(model, image, tiles, top_k, score_threshold) for image in images]
     boxed = [letterbox_image(image, input_size) for image in images]
     batch = torch.from_numpy(np.stack([b[0] for b in boxed])).permute(0, 3, 1, 2)
     transforms = torch.tensor([b[1] for b in boxed])
@@ -125,10 +129,15 @@ def evaluate(model: nn.Module, cache: DetectionCache, batch_size: int = 8, top_k
     and, with ``with_map``, COCO mAP (``map``, ``map50``, ``map75``, ``map_small/medium/large``) over ``cache``,
     against the dataset's boxes in original image pixels."""
     detections = predict_cache(model, cache, batch_size, top_k, score_threshold)
-    records = cache.dataset.records
+    return detection_metrics(cache.dataset.records, detections, cache.num_classes, top_k, f1_threshold, with_map)
+
+
+def detection_metrics(records: Sequence[Any], detections: Sequence[Detections], num_classes: int, top_k: int,
+                      f1_threshold: float = 0.3, with_map: bool = True) -> dict[str, float]:
+    """The Kuzushiji F1 and (``with_map``) COCO mAP of ``detections`` against the records' boxes, image px."""
     metrics = kuzushiji_f1(records, detections, f1_threshold)
     if with_map:
-        metrics.update(coco_map(records, detections, cache.num_classes, max_detections=top_k))
+        metrics.update(coco_map(records, detections, num_classes, max_detections=top_k))
     return metrics
 
 
