@@ -12,6 +12,7 @@ from lightnets.detect.chips import (
     chip_origins,
     coverage,
     greedy_cover,
+    negative_chips,
     positive_chips,
     processed_pixels,
     valid_at,
@@ -108,3 +109,25 @@ def test_bad_boxes_and_settings_are_one_clear_error() -> None:
         ChipConfig(scales=(3.0, 512.0))
     with pytest.raises(LightnetsError, match="stride"):
         ChipConfig(stride=512)
+
+
+def test_negative_chips_hold_the_proposals_no_positive_chip_holds() -> None:
+    """Proposals (a weak detector's boxes) away from the objects gather into negative chips of at least M each;
+    those inside positive chips count for nothing, and a page without boxes yields only negative chips."""
+    config = ChipConfig(size=256, stride=32, scales=(1.0,), ranges=((0.0, np.inf),), last_is_size=False)
+    rng = np.random.default_rng(0)
+    frame = np.column_stack([rng.uniform(1400, 1600, 30), rng.uniform(100, 300, 30)])  # a fooling stripe
+    proposals = np.vstack([np.hstack([frame, frame + 20]), [[100, 100, 120, 120]] * 12])
+    objects = np.array([[90.0, 90.0, 130.0, 130.0]])
+    positives = positive_chips(objects, 2000, 1500, config)
+    negatives = negative_chips(proposals, positives, 2000, 1500, config, min_proposals=10)
+    assert negatives and all(len(c.covered) >= 10 for c in negatives)
+    held = np.concatenate([c.covered for c in negatives])
+    assert held.max() < 30  # the 12 proposals on the object, inside its positive chip, are none of them
+    assert all(inside(proposals[j], c.region) for c in negatives for j in c.covered)
+    empty = positive_chips(np.zeros((0, 4)), 2000, 1500, config)
+    only_negative = negative_chips(proposals, empty, 2000, 1500, config, min_proposals=10)
+    assert empty == [] and sum(len(c.covered) for c in only_negative) == 42  # now the 12 count as well
+    assert negative_chips(proposals, positives, 2000, 1500, config, min_proposals=100) == []
+    with pytest.raises(LightnetsError, match="min_proposals"):
+        negative_chips(proposals, positives, 2000, 1500, config, min_proposals=0)

@@ -110,10 +110,11 @@ def chip_origins(extent: float, size: int, stride: int) -> np.ndarray:
     return np.unique(np.append(np.arange(0, last, stride), last)).astype(np.float64)
 
 
-def greedy_cover(boxes: np.ndarray, xs: np.ndarray, ys: np.ndarray, size: int) -> list[tuple[int, int, np.ndarray]]:
+def greedy_cover(boxes: np.ndarray, xs: np.ndarray, ys: np.ndarray, size: int, min_count: int = 1
+                 ) -> list[tuple[int, int, np.ndarray]]:
     """The greedy cover of ``boxes`` (rescaled px) by ``size`` chips with origins on the grid ``xs`` x ``ys``:
-    ``(row, column, covered box indices)`` per chip taken, most boxes first. A box no chip holds whole is left out
-    (the caller checks)."""
+    ``(row, column, covered box indices)`` per chip taken, most boxes first, until no chip holds ``min_count``
+    boxes not yet covered. A box no chip holds whole is left out (the caller checks)."""
     # Box j is inside the chip at (xs[c], ys[r]) exactly for c in [c0, c1) and r in [r0, r1).
     c0, c1 = np.searchsorted(xs, boxes[:, 2] - size, "left"), np.searchsorted(xs, boxes[:, 0], "right")
     r0, r1 = np.searchsorted(ys, boxes[:, 3] - size, "left"), np.searchsorted(ys, boxes[:, 1], "right")
@@ -125,6 +126,8 @@ def greedy_cover(boxes: np.ndarray, xs: np.ndarray, ys: np.ndarray, size: int) -
             np.add.at(marks, (rows[left], cols[left]), sign)
         counts = marks.cumsum(0).cumsum(1)[:-1, :-1]
         row, col = np.unravel_index(int(counts.argmax()), counts.shape)
+        if counts[row, col] < min_count:
+            break
         inside = (r0[left] <= row) & (row < r1[left]) & (c0[left] <= col) & (col < c1[left])
         taken.append((int(row), int(col), left[inside]))
         left = left[~inside]
@@ -138,16 +141,42 @@ def positive_chips(boxes: np.ndarray | Sequence[Sequence[float]], width: int, he
     boxes = checked_boxes(np.asarray(boxes), width, height)
     chips = []
     for index, factor in enumerate(config.factors(width, height)):
-        valid = np.flatnonzero(valid_at(boxes, index, factor, config))
-        if not len(valid):
-            continue
-        xs = chip_origins(width * factor, config.size, config.stride)
-        ys = chip_origins(height * factor, config.size, config.stride)
-        scaled = np.clip(boxes[valid] * factor, 0, [width * factor, height * factor] * 2)
-        for row, col, covered in greedy_cover(scaled, xs, ys, config.size):
-            x, y = xs[col] / factor, ys[row] / factor
-            side = config.size / factor
-            chips.append(Chip((x, y, x + side, y + side), factor, index, valid[covered]))
+        chips += _cover_at(boxes, np.flatnonzero(valid_at(boxes, index, factor, config)), width, height, index,
+                           factor, config)
+    return chips
+
+
+def _cover_at(boxes: np.ndarray, chosen: np.ndarray, width: int, height: int, index: int, factor: float,
+              config: ChipConfig, min_count: int = 1) -> list[Chip]:
+    """The greedy chips of scale ``index`` over ``boxes[chosen]``, as :class:`Chip` in original px."""
+    if len(chosen) < min_count:
+        return []
+    xs = chip_origins(width * factor, config.size, config.stride)
+    ys = chip_origins(height * factor, config.size, config.stride)
+    scaled = np.clip(boxes[chosen] * factor, 0, [width * factor, height * factor] * 2)
+    side = config.size / factor
+    return [Chip((xs[col] / factor, ys[row] / factor, xs[col] / factor + side, ys[row] / factor + side), factor,
+                 index, chosen[held]) for row, col, held in greedy_cover(scaled, xs, ys, config.size, min_count)]
+
+
+def negative_chips(proposals: np.ndarray | Sequence[Sequence[float]], positives: Sequence[Chip], width: int,
+                   height: int, config: ChipConfig = ChipConfig(), min_proposals: int = 10) -> list[Chip]:
+    """SNIPER's negative chips (section 3.2) of one image: of a weak detector's ``proposals`` (original px, false
+    positives mostly, as it was trained on positive chips only), those valid at a scale and not wholly inside a
+    positive chip of that scale are covered greedily, keeping the chips that hold at least ``min_proposals``;
+    ``covered`` lists the proposals each holds. Regions where the detector is fooled, at the scale it is fooled."""
+    if not isinstance(min_proposals, int) or min_proposals < 1:
+        raise LightnetsError(f"min_proposals must be an integer >= 1, got {min_proposals!r}")
+    proposals = checked_boxes(np.asarray(proposals), width, height)
+    chips = []
+    for index, factor in enumerate(config.factors(width, height)):
+        left = valid_at(proposals, index, factor, config)
+        for chip in positives:
+            if chip.scale_index == index:
+                x1, y1, x2, y2 = chip.region
+                left &= ~((proposals[:, 0] >= x1) & (proposals[:, 1] >= y1) & (proposals[:, 2] <= x2)
+                          & (proposals[:, 3] <= y2))
+        chips += _cover_at(proposals, np.flatnonzero(left), width, height, index, factor, config, min_proposals)
     return chips
 
 
