@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..detect.train import RECIPE_FIELDS_UNUSED
+from ..errors import LightnetsError
 from ..report import format_table
 from .options import add_pretrained_option, add_recipe_options, csv_of, device_name, human, pair_of, recipe_overrides
 
@@ -22,6 +23,22 @@ def cmd_detect_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chips(args: argparse.Namespace):  # noqa: ANN202 - a ChipConfig, imported lazily with the library
+    """``--chips`` and its settings as a ChipConfig (None without --chips)."""
+    if not args.chips:
+        if args.negatives_from:
+            raise LightnetsError("--negatives-from needs --chips: negative chips are for chip training")
+        return None
+    from ..detect.chips import SNIPER_RANGES, SNIPER_SCALES, ChipConfig
+
+    scales = tuple(args.chip_scales) if args.chip_scales else SNIPER_SCALES
+    ranges = SNIPER_RANGES if len(scales) == len(SNIPER_RANGES) else None
+    if ranges is None:
+        raise LightnetsError(f"give {len(SNIPER_RANGES)} chip scales (finest first, the last the longer side in px) "
+                             "to use SNIPER's valid ranges")
+    return ChipConfig(size=args.chip_size, stride=args.chip_stride, scales=scales, ranges=ranges)
+
+
 def cmd_detect_train(args: argparse.Namespace) -> int:
     from ..detect import DETECTION_RECIPE, DetectionAugment, train_detector
 
@@ -31,7 +48,9 @@ def cmd_detect_train(args: argparse.Namespace) -> int:
                             class_agnostic=args.class_agnostic, input_size=args.input_size, stacks=args.stacks,
                             recipe=DETECTION_RECIPE, augment=augment, repeat=args.repeat, top_k=args.top_k,
                             out=args.out, exist_ok=args.exist_ok, resume=args.resume, device=args.device,
-                            pretrained=args.pretrained, **overrides)
+                            pretrained=args.pretrained, chips=_chips(args), negatives_from=args.negatives_from,
+                            negatives_per_page=args.negatives_per_page, min_proposals=args.min_proposals,
+                            **overrides)
     if result.config.get("skipped"):
         print("skipped " + ", ".join(f"{n} {what}" for what, n in result.config["skipped"].items()))
     print(format_table(_metric_row(result.metrics)))
@@ -122,6 +141,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--top-k", type=int, default=None,
                    help="detections kept per image (default 100; thousands for dense pages)")
     d.add_argument("--repeat", type=int, default=None, help="passes over the pages per epoch (default 1)")
+    d.add_argument("--chips", action="store_true", help="train on SNIPER chips of full-resolution pages (the input "
+                   "size is the chip size), evaluate tile by tile")
+    d.add_argument("--chip-size", type=int, default=512, help="chip side, px (default 512)")
+    d.add_argument("--chip-stride", type=int, default=32, help="step between candidate chips, px (default 32)")
+    d.add_argument("--chip-scales", type=csv_of(float, "numbers"), default=None, metavar="S1,S2,PX",
+                   help="finest first, the last the longer side in px (default SNIPER's 3,1.667,512)")
+    d.add_argument("--negatives-from", default=None, metavar="RUN",
+                   help="a weak detector trained on positive chips only: its proposals make negative chips")
+    d.add_argument("--negatives-per-page", type=int, default=2, help="negative chips drawn per page each epoch")
+    d.add_argument("--min-proposals", type=int, default=10, help="proposals a negative chip must hold")
     d.add_argument("--scale", type=pair_of(float, "numbers"), default=(0.75, 1.33), help="random zoom range LOW,HIGH")
     d.add_argument("--flip", type=float, default=0.0, help="horizontal flip probability (keep 0 for text)")
     d.add_argument("--no-augment", action="store_true")

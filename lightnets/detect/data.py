@@ -296,7 +296,8 @@ def read_detection_data(path: str | Path, class_agnostic: bool = False) -> Detec
 class DetectionBatch:
     """``images`` ``(B, 3, S, S)``: letterboxed uint8 from :meth:`DetectionCache.batch`, the normalised (augmented)
     float network input in training batches; their boxes ``(M, 4)`` in input pixels with ``labels`` and
-    ``batch_index`` ``(M,)``; each image's letterbox ``transforms`` ``(B, 4)`` and dataset ``indices`` ``(B,)``."""
+    ``batch_index`` ``(M,)``; each image's letterbox ``transforms`` ``(B, 4)`` and dataset ``indices`` ``(B,)``.
+    Chip batches add the boxes to leave out of the loss: ``ignore_boxes`` ``(N, 4)`` of images ``ignore_index``."""
 
     images: torch.Tensor
     boxes: torch.Tensor
@@ -304,6 +305,8 @@ class DetectionBatch:
     batch_index: torch.Tensor
     transforms: torch.Tensor
     indices: torch.Tensor
+    ignore_boxes: torch.Tensor | None = None
+    ignore_index: torch.Tensor | None = None
 
 
 class DetectionCache:

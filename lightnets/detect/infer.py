@@ -15,13 +15,14 @@ from ..data.folder import image_files
 from ..errors import LightnetsError
 from ..train.checkpoint import load_checkpoint, restore_model
 from ..train.run import pick_device
-from .data import DetectionCache, DetectionDataset, decode_record_image, read_detection_data
+from .chip_data import PageCache
+from .data import DetectionCache, DetectionDataset, read_detection_data
 from .decode import Detections
 from .draw import draw_detections
 from .metrics import coco_map_available
 from .model import CenterNet, create_detector
-from .task import detect_images, detection_metrics, evaluate
-from .tiles import TileConfig, detect_tiled, tile_config
+from .task import detect_images, evaluate, evaluate_pages
+from .tiles import TileConfig, tile_config
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu") -> CenterNet:
@@ -57,13 +58,8 @@ def evaluate_detector(checkpoint: str | Path, data: str | Path, *, top_k: int | 
         cache = DetectionCache(dataset, meta["input_size"]).to(next(model.parameters()).device)
         return evaluate(model, cache, batch_size, top_k, score_threshold, f1_threshold,
                         with_map=coco_map_available())
-    index = {r.file: i for i, r in enumerate(dataset.records)}
-    found: list[Detections | None] = [None] * len(dataset)
-    for file, data_bytes in dataset.source.read_many(list(index)):
-        found[index[file]] = detect_tiled(model, decode_record_image(data_bytes, dataset.records[index[file]]),
-                                          tiling, top_k, score_threshold)
-    return detection_metrics(dataset.records, found, len(meta["classes"]), top_k, f1_threshold,
-                             with_map=coco_map_available())
+    return evaluate_pages(model, PageCache(dataset), tiling, top_k, score_threshold, f1_threshold,
+                          with_map=coco_map_available())
 
 
 def predict_files(checkpoint: str | Path | CenterNet, inputs: Sequence[str | Path], *,

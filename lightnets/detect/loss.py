@@ -6,18 +6,21 @@ import torch
 import torch.nn.functional as F
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
     """Pixel-wise focal loss with negatives near a center down-weighted by ``(1 - target) ** beta``.
 
     ``-1/N * sum( (1-p)^alpha log p            at centers (target == 1)
                   (1-target)^beta p^alpha log(1-p)  elsewhere )``, N the number of centers (at least 1).
-    Computed from logits with log-sigmoid, so it stays finite where the sigmoid saturates.
+    Computed from logits with log-sigmoid, so it stays finite where the sigmoid saturates. ``weight`` (broadcast
+    to the logits; 0 at ignored pixels) scales each pixel's term.
     """
     prob = logits.sigmoid()
     is_center = target.eq(1)
     positive = (1 - prob).pow(alpha) * F.logsigmoid(logits)
     negative = (1 - target).pow(beta) * prob.pow(alpha) * F.logsigmoid(-logits)
-    total = torch.where(is_center, positive, negative).sum()
+    terms = torch.where(is_center, positive, negative)
+    total = (terms if weight is None else terms * weight).sum()
     return -total / is_center.sum().clamp(min=1)
 
 
@@ -41,7 +44,7 @@ def centernet_loss(
     total = torch.zeros((), device=targets["heatmap"].device)
     parts: dict[str, torch.Tensor] = {"heatmap": total.detach(), "size": total.detach(), "offset": total.detach()}
     for i, out in enumerate(outputs):
-        heat = focal_loss(out["heatmap"], targets["heatmap"])
+        heat = focal_loss(out["heatmap"], targets["heatmap"], weight=targets.get("weight"))
         size = masked_l1(out["size"], targets["size"], targets["mask"])
         offset = masked_l1(out["offset"], targets["offset"], targets["mask"])
         stack_total = heat + size_weight * size + offset_weight * offset

@@ -31,6 +31,8 @@ def build_targets(
     output_size: tuple[int, int],
     stride: int,
     min_overlap: float = 0.7,
+    ignore_boxes: torch.Tensor | None = None,
+    ignore_index: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Dense CenterNet targets for a batch, built on the boxes' device in one pass (no per-box Python loop).
 
@@ -39,6 +41,10 @@ def build_targets(
     center, a Gaussian of standard deviation ``(2r + 1) / 6`` around it, the maximum where splats overlap),
     ``size`` and ``offset`` ``(B, 2, H, W)`` (width/height and the center's fractional part, in output pixels)
     and ``mask`` ``(B, 1, H, W)``, 1 at centers. Two objects on one center pixel keep one's size and offset.
+
+    ``ignore_boxes`` ``(N, 4)`` of images ``ignore_index`` (SNIPER's boxes outside a chip's valid range) are
+    neither objects nor background: ``weight`` ``(B, 1, H, W)`` is 0 over the output pixels they touch (except at
+    object centers) and 1 elsewhere, for the heatmap loss to leave them out.
     """
     height, width = output_size
     device = boxes.device
@@ -46,8 +52,9 @@ def build_targets(
     size = torch.zeros(batch_size, 2, height, width, device=device)
     offset = torch.zeros(batch_size, 2, height, width, device=device)
     mask = torch.zeros(batch_size, 1, height, width, device=device)
+    weight = ignored_weight(ignore_boxes, ignore_index, batch_size, output_size, stride, device)
     if boxes.numel() == 0:
-        return {"heatmap": heatmap, "size": size, "offset": offset, "mask": mask}
+        return {"heatmap": heatmap, "size": size, "offset": offset, "mask": mask, "weight": weight}
 
     boxes = boxes.float() / stride
     box_size = boxes[:, 2:] - boxes[:, :2]
@@ -77,4 +84,22 @@ def build_targets(
     size[b, :, py, px] = box_size
     offset[b, :, py, px] = center - peak.float()
     mask[b, 0, py, px] = 1.0
-    return {"heatmap": heatmap, "size": size, "offset": offset, "mask": mask}
+    weight = torch.maximum(weight, mask)  # an object's center is never ignored
+    return {"heatmap": heatmap, "size": size, "offset": offset, "mask": mask, "weight": weight}
+
+
+def ignored_weight(boxes: torch.Tensor | None, index: torch.Tensor | None, batch_size: int,
+                   output_size: tuple[int, int], stride: int, device: torch.device) -> torch.Tensor:
+    """``(B, 1, H, W)``: 0 over the output pixels each ignored box (input px) touches in its image, 1 elsewhere."""
+    height, width = output_size
+    weight = torch.ones(batch_size, 1, height, width, device=device)
+    if boxes is None or index is None or not len(boxes):
+        return weight
+    cells = boxes.float() / stride
+    xs = torch.arange(width, device=device).view(1, 1, -1)
+    ys = torch.arange(height, device=device).view(1, -1, 1)
+    # Pixel j spans [j, j + 1): it is touched when that span meets (x1, x2).
+    touched = ((xs + 1 > cells[:, 0, None, None]) & (xs < cells[:, 2, None, None]) &
+               (ys + 1 > cells[:, 1, None, None]) & (ys < cells[:, 3, None, None]))
+    hits = torch.zeros(batch_size, height, width, device=device).index_add_(0, index.long(), touched.float())
+    return (hits == 0).float().unsqueeze(1)

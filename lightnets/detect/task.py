@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..data.loader import Shards
+from .chip_data import PageCache
 from .data import DetectionBatch, DetectionCache
 from .decode import Detections, decode
 from .loss import centernet_loss
@@ -78,7 +79,8 @@ class DetectionTask:
         outputs = [{name: value.float() for name, value in out.items()} for out in model(images)]
         targets = build_targets(batch.boxes, batch.labels, batch.batch_index, batch_size=len(batch.images),
                                 num_classes=detector.num_classes, output_size=tuple(outputs[0]["heatmap"].shape[-2:]),
-                                stride=detector.output_stride, min_overlap=self.min_overlap)
+                                stride=detector.output_stride, min_overlap=self.min_overlap,
+                                ignore_boxes=batch.ignore_boxes, ignore_index=batch.ignore_index)
         return centernet_loss(outputs, targets, self.size_weight, self.offset_weight)
 
 
@@ -141,12 +143,28 @@ def detection_metrics(records: Sequence[Any], detections: Sequence[Detections], 
     return metrics
 
 
-def evaluation(cache: DetectionCache, **options: Any) -> Callable[[nn.Module], dict[str, float]]:
+def evaluate_pages(model: nn.Module, pages: PageCache, tiles: TileConfig, top_k: int = 100,
+                   score_threshold: float = 0.05, f1_threshold: float = 0.3, with_map: bool = True
+                   ) -> dict[str, float]:
+    """:func:`evaluate`'s metrics with every page detected tile by tile at full resolution (``detect_tiled``)."""
+    was_training = model.training
+    try:
+        found = [detect_tiled(model, np.asarray(page), tiles, top_k, score_threshold) for page in pages.pages]
+    finally:
+        model.train(was_training)
+    return detection_metrics(pages.dataset.records, found, len(pages.dataset.class_names), top_k, f1_threshold,
+                             with_map)
+
+
+def evaluation(cache: DetectionCache | PageCache, tiles: TileConfig | None = None, **options: Any
+               ) -> Callable[[nn.Module], dict[str, float]]:
     """The per-epoch ``evaluate`` for ``fit``: :func:`evaluate` on ``cache`` with ``options``, keys prefixed
-    ``val_`` (``val_map50``, ``val_f1``, ...) for the metrics log and the checkpoint monitor. Every process
-    evaluates the whole set."""
+    ``val_`` (``val_map50``, ``val_f1``, ...) for the metrics log and the checkpoint monitor; with ``tiles``,
+    :func:`evaluate_pages` on full-resolution pages. Every process evaluates the whole set."""
 
     def run(model: nn.Module) -> dict[str, float]:
+        if tiles is not None:
+            return {f"val_{name}": value for name, value in evaluate_pages(model, cache, tiles, **options).items()}
         return {f"val_{name}": value for name, value in evaluate(model, cache, **options).items()}
 
     return run

@@ -27,10 +27,13 @@ from ..train.plots import plot_curves
 from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
 from ..train.run import Run, RunResult, init_distributed, pick_device, refuse_existing, seed_everything
 from ..train.speed import settle_speed
+from .chip_data import ChipBatches, PageCache, chip_tiles, find_negative_chips
+from .chips import ChipConfig
 from .data import DetectionCache, DetectionDataset, read_detection_data
 from .metrics import coco_map_available
 from .model import CenterNet, create_detector
-from .task import DetectionBatches, DetectionTask, evaluate, evaluation
+from .task import DetectionBatches, DetectionTask, evaluation
+from .tiles import TileConfig
 from .transforms import DetectionAugment
 
 DEFAULT_AUGMENT = DetectionAugment()  # frozen, so one shared default is safe
@@ -86,6 +89,10 @@ def train_detector(
     threads: int | None = None,
     progress: bool = True,
     pretrained: bool | str | None = None,
+    chips: ChipConfig | None = None,
+    negatives_from: str | Path | None = None,
+    negatives_per_page: int = 2,
+    min_proposals: int = 10,
     **overrides: Any,
 ) -> DetectTrainResult:
     """Train a CenterNet on ``backbone`` (any registered model) and evaluate it on the validation pages.
@@ -102,6 +109,12 @@ def train_detector(
     machine first (``lightnets.train.speed``). ``pretrained`` starts the backbone from weights (``True``: its
     default published ones, a tag, or a file; see ``lightnets.create_model``); the recipe's ``freeze`` fixes its
     first stages.
+
+    ``chips`` trains on SNIPER chips of full-resolution pages instead of whole letterboxed pages (the input size is
+    the chip size) and evaluates tile by tile at the chip scales, which the checkpoint records for ``--tiles
+    auto``. ``negatives_from`` (a weak detector trained on positive chips only) adds negative chips: its
+    proposals outside the positive chips, pooled into chips holding ``min_proposals`` or more, of which
+    ``negatives_per_page`` per page are drawn each epoch.
     """
     run, recorded = None, None
     if resume is not None:
@@ -115,6 +128,9 @@ def train_detector(
         backbone, class_agnostic, input_size = cfg["backbone"], cfg["class_agnostic"], cfg["input_size"]
         stacks, detector_args, repeat, top_k = cfg["stacks"], cfg["detector_args"], cfg["repeat"], cfg["top_k"]
         augment = DetectionAugment(**cfg["augment"]) if cfg["augment"] else None
+        chips = ChipConfig(**_chip_fields(cfg["chips"])) if cfg.get("chips") else None
+        negatives_from, negatives_per_page = cfg.get("negatives_from"), cfg.get("negatives_per_page", 2)
+        min_proposals = cfg.get("min_proposals", 10)
         recorded = cfg.get("speed")
         pretrained = None  # the checkpoint holds the weights
     elif data is None:
@@ -126,6 +142,8 @@ def train_detector(
         backbone, val_split, class_agnostic, input_size, stacks, repeat, top_k = settled.values()
         rec = get_recipe(recipe, **overrides)
         refuse_existing(out, exist_ok)
+    if chips is not None:
+        input_size = chips.size
     dev = pick_device(device)
     init_distributed(dev)
     rank, world = rank_and_world()
@@ -147,22 +165,32 @@ def train_detector(
                  "detector_args": detector_args or {}}
     rec, speed = settle_speed(model, rec, (3, input_size, input_size), dev, threads=threads, cache_key=cache_key,
                               recorded=recorded, progress=progress)
+    chip_setup = None if chips is None else {"chips": chips, "negatives_from": negatives_from,
+                                             "negatives_per_page": negatives_per_page, "min_proposals": min_proposals}
     with thread_count(speed.threads):
         return _train_detector(model, rec, speed, dev, dataset, train_set, val_set, val_data, val_split, backbone,
                                stacks, detector_args, class_agnostic, input_size, augment, repeat, top_k, out,
-                               exist_ok, run, progress)
+                               exist_ok, run, progress, chip_setup)
 
 
 def _train_detector(model: CenterNet, rec: Recipe, speed: SpeedChoice, dev: torch.device,
                     dataset: DetectionDataset, train_set: DetectionDataset, val_set: DetectionDataset,
                     val_data: Any, val_split: float, backbone: str, stacks: int, detector_args: dict[str, Any] | None,
                     class_agnostic: bool, input_size: int, augment: DetectionAugment | None, repeat: int, top_k: int,
-                    out: str | Path | None, exist_ok: bool, run: Run | None, progress: bool) -> DetectTrainResult:
+                    out: str | Path | None, exist_ok: bool, run: Run | None, progress: bool,
+                    chip_setup: dict[str, Any] | None) -> DetectTrainResult:
     """``train_detector`` once the data, the model and the speed are settled (under the chosen thread count)."""
     rank, world = rank_and_world()
     model = model.to(dev, memory_format=torch.channels_last if rec.channels_last else torch.contiguous_format)
-    train_cache = DetectionCache(train_set, input_size, progress=progress and rank == 0)
-    val_cache = DetectionCache(val_set, input_size, progress=progress and rank == 0).to(dev)
+    show = progress and rank == 0
+    tiles = None
+    if chip_setup is None:
+        train_cache = DetectionCache(train_set, input_size, progress=show)
+        val_cache = DetectionCache(val_set, input_size, progress=show).to(dev)
+        batches = DetectionBatches(train_cache, rec.batch_size, augment=augment, device=dev, seed=rec.seed,
+                                   rank=rank, world_size=world, repeat=repeat)
+    else:
+        batches, val_cache, tiles = chip_batches(train_set, val_set, chip_setup, rec, augment, dev, show)
     monitor = "val_map50" if coco_map_available() else "val_f1"
     pretrained = getattr(model.backbone, "pretrained", None)
     config = {"backbone": backbone, "stacks": stacks, "detector_args": detector_args or {}, "detector": model.config,
@@ -174,15 +202,17 @@ def _train_detector(model: CenterNet, rec: Recipe, speed: SpeedChoice, dev: torc
               "train_images": len(train_set), "val_images": len(val_set), "skipped": dataset.skipped,
               "device": str(dev), "world_size": world, "threads": torch.get_num_threads(), "speed": speed.to_dict(),
               "torch": torch.__version__, "lightnets": __version__}
+    if chip_setup is not None:
+        config |= {"chips": dataclasses.asdict(chip_setup["chips"]), "chip_stats": batches.stats(),
+                   **{k: str(v) if k == "negatives_from" and v else v for k, v in chip_setup.items() if k != "chips"}}
     run = run or Run.start(out, f"detect-{backbone}", KIND, config, exist_ok=exist_ok, folder="train")
     run_dir = run.dir
-    batches = DetectionBatches(train_cache, rec.batch_size, augment=augment, device=dev, seed=rec.seed, rank=rank,
-                               world_size=world, repeat=repeat)
-    evaluate_epoch = evaluation(val_cache, top_k=top_k, with_map=monitor == "val_map50")
+    evaluate_epoch = evaluation(val_cache, tiles, top_k=top_k, with_map=monitor == "val_map50")
     meta = {"task": "detection", "detector": model.config, "classes": dataset.class_names,
             "class_agnostic": class_agnostic, "input_size": input_size, "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD),
             "letterbox": "centered, mean-colour padding", "top_k": top_k, "recipe": rec.to_dict(),
+            **({"tiles": dataclasses.asdict(tiles)} if tiles is not None else {}),
             "speed": speed.to_dict(),
             "data": config["data"]}
     loop = LoopConfig(epochs=rec.epochs, amp=rec.amp, ema=rec.ema, grad_clip=rec.grad_clip, monitor=monitor,
@@ -192,7 +222,32 @@ def _train_detector(model: CenterNet, rec: Recipe, speed: SpeedChoice, dev: torc
                       evaluate=evaluate_epoch, meta=meta)
     weights, _ = load_checkpoint(run_dir / "last")
     model.load_state_dict(weights)
-    final = evaluate(model, val_cache, top_k=top_k, with_map=monitor == "val_map50")
+    final = {k[4:]: v for k, v in evaluate_epoch(model).items()}
     if rank == 0:
         plot_curves(history, run_dir / "curves.png")
     return DetectTrainResult(run_dir, history, final, run.record)
+
+
+def _chip_fields(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded ChipConfig's fields with its tuples back (JSON keeps lists)."""
+    return {**recorded, "scales": tuple(recorded["scales"]), "ranges": tuple(tuple(r) for r in recorded["ranges"])}
+
+
+def chip_batches(train_set: DetectionDataset, val_set: DetectionDataset, setup: dict[str, Any], rec: Recipe,
+                 augment: DetectionAugment | None, dev: torch.device, progress: bool
+                 ) -> tuple[ChipBatches, PageCache, TileConfig]:
+    """The chip batch source (negatives from ``setup["negatives_from"]`` when given), the full-resolution
+    validation pages and the tiling they are evaluated with."""
+    from .infer import load_detector
+
+    rank, world = rank_and_world()
+    chips = setup["chips"]
+    pages = PageCache(train_set, progress=progress)
+    negatives = None
+    if setup["negatives_from"]:
+        weak = load_detector(setup["negatives_from"], dev)
+        negatives = find_negative_chips(weak, pages, chips, min_proposals=setup["min_proposals"], progress=progress)
+    batches = ChipBatches(pages, chips, rec.batch_size, negatives=negatives,
+                          negatives_per_page=setup["negatives_per_page"], augment=augment, device=dev, seed=rec.seed,
+                          rank=rank, world_size=world)
+    return batches, PageCache(val_set, progress=progress), chip_tiles(chips)
