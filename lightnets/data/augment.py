@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import LightnetsError
+
 # The ImageNet channel statistics that ImageNet-pretrained networks (and the detector's backbones) expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -24,6 +26,19 @@ def normalize(images: torch.Tensor, mean: list[float], std: list[float], channel
     s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
     x = (images.float() / 255 - m) / s
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def check_augment(augment: object, jitters: tuple[str, ...] = ("brightness", "contrast", "saturation")) -> None:
+    """The checks every batched augmentation shares: ``scale`` a range ``0 < low <= high``, ``flip`` a probability
+    and each jitter fraction in ``[0, 1)``; the first bad field is one error naming it."""
+    low, high = augment.scale
+    if not 0 < low <= high:
+        raise LightnetsError(f"augmentation scale must be a range 0 < low <= high, got {augment.scale!r}")
+    if not 0 <= augment.flip <= 1:
+        raise LightnetsError(f"flip probability must be in [0, 1], got {augment.flip!r}")
+    for name in jitters:
+        if not 0 <= getattr(augment, name) < 1:
+            raise LightnetsError(f"{name} jitter must be in [0, 1), got {getattr(augment, name)!r}")
 
 
 def jitter_colors(x: torch.Tensor, brightness: float, contrast: float, saturation: float,

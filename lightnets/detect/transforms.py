@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
+from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, check_augment, normalize
 from ..errors import LightnetsError
 
 # Padding with the mean colour makes it exactly 0 after normalisation, the same as grid_sample's zero padding.
@@ -86,14 +86,7 @@ class DetectionAugment:
     min_visible: float = 0.5
 
     def __post_init__(self) -> None:
-        low, high = self.scale
-        if not 0 < low <= high:
-            raise LightnetsError(f"augmentation scale must be a range 0 < low <= high, got {self.scale!r}")
-        if not 0 <= self.flip <= 1:
-            raise LightnetsError(f"flip probability must be in [0, 1], got {self.flip!r}")
-        for name in ("brightness", "contrast", "saturation"):
-            if not 0 <= getattr(self, name) < 1:
-                raise LightnetsError(f"{name} jitter must be in [0, 1), got {getattr(self, name)!r}")
+        check_augment(self)
 
     def __call__(self, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, batch_index: torch.Tensor,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .._io import replace_atomically
 from ..data import decode_image
-from ..data.augment import jitter_colors, normalize
+from ..data.augment import check_augment, jitter_colors, normalize
 from ..data.dataset import cache_dir, source_key
 from ..errors import LightnetsError
 from .keypoints import KeypointDataset, person_box
@@ -166,14 +166,10 @@ class PoseAugment:
     saturation: float = 0.2
 
     def __post_init__(self) -> None:
-        low, high = self.scale
-        if not 0 < low <= high:
-            raise LightnetsError(f"augmentation scale must be a range 0 < low <= high, got {self.scale!r}")
-        checks = {"rotation": 0 <= self.rotation <= 180, "shift": 0 <= self.shift < 1, "flip": 0 <= self.flip <= 1}
-        checks |= {name: 0 <= getattr(self, name) < 1 for name in ("brightness", "contrast", "saturation")}
-        for name, ok in checks.items():
-            if not ok:
-                raise LightnetsError(f"pose augmentation {name} is out of range: {getattr(self, name)!r}")
+        check_augment(self)
+        if not 0 <= self.rotation <= 180 or not 0 <= self.shift < 1:
+            raise LightnetsError(f"pose augmentation rotation must be in [0, 180] degrees and shift in [0, 1), got "
+                                 f"{self.rotation!r} and {self.shift!r}")
 
 
 IDENTITY = PoseAugment(scale=(1.0, 1.0), rotation=0.0, shift=0.0, flip=0.0, brightness=0.0, contrast=0.0,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..data.augment import jitter_colors, normalize
+from ..data.augment import check_augment, jitter_colors, normalize
 from ..errors import LightnetsError
 from .metrics import IGNORE
 
@@ -35,16 +35,9 @@ class SegmentationAugment:
     saturation: float = 0.2
 
     def __post_init__(self) -> None:
-        low, high = self.scale
-        if not 0 < low <= high:
-            raise LightnetsError(f"augmentation scale must be a range 0 < low <= high, got {self.scale!r}")
+        check_augment(self)
         if self.crop is not None and (len(self.crop) != 2 or not all(int(v) == v >= 1 for v in self.crop)):
             raise LightnetsError(f"crop must be (height, width) in whole pixels, got {self.crop!r}")
-        if not 0 <= self.flip <= 1:
-            raise LightnetsError(f"flip probability must be in [0, 1], got {self.flip!r}")
-        for name in ("brightness", "contrast", "saturation"):
-            if not 0 <= getattr(self, name) < 1:
-                raise LightnetsError(f"{name} jitter must be in [0, 1), got {getattr(self, name)!r}")
 
     def __call__(self, images: torch.Tensor, masks: torch.Tensor, mean: list[float], std: list[float],
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
