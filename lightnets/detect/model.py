@@ -136,9 +136,7 @@ class CenterNet(nn.Module):
         check_num_classes(num_classes)
         if not isinstance(stacks, int) or stacks < 1:
             raise LightnetsError(f"stacks must be an integer >= 1, got {stacks!r}")
-        # Only the stages are used; dropping the classifier keeps parameter counts and optimisers honest.
-        backbone.final = nn.Identity()
-        backbone.head = nn.Identity()
+        backbone.drop_classifier()
         self.backbone = backbone
         self.num_classes = num_classes
         self.stacks = stacks

@@ -157,6 +157,12 @@ class LightNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def drop_classifier(self) -> None:
+        """Dense tasks use only the stages: the final block and the classifier become identities, so parameter
+        counts and optimisers see only what is trained."""
+        self.final = nn.Identity()
+        self.head = nn.Identity()
+
     def freeze_stages(self, count: int) -> None:
         """Fine-tuning: fix the stem and the first ``count`` stages (weights and batch-norm statistics), so the
         early, generic features of pretrained weights are kept and cost no backward pass."""

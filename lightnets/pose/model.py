@@ -69,9 +69,7 @@ class PoseMachine(nn.Module):
         for name, value in (("num_joints", num_joints), ("stages", stages), ("stage_depth", stage_depth)):
             if not isinstance(value, int) or value < 1:
                 raise LightnetsError(f"{name} must be an integer >= 1, got {value!r}")
-        # Only the stages are used; dropping the classifier keeps parameter counts and optimisers honest.
-        backbone.final = nn.Identity()
-        backbone.head = nn.Identity()
+        backbone.drop_classifier()
         self.backbone = backbone
         self.num_joints = num_joints
         self.stages = stages
