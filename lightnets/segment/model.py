@@ -102,6 +102,7 @@ class Segmenter(nn.Module):
         return self.backbone.total_stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Block by block rather than ``forward_stages``: the skip is the first block's output inside a stage.
         backbone = self.backbone
         backbone.check_input(x)
         size = x.shape[-2:]
