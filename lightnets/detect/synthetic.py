@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def _glyph(char: str, size: int) -> np.ndarray:
     return np.asarray(canvas.crop(box), dtype=np.float32) / 255
 
 
-def _paper(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+def paper(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """Beige paper: a random tint, slow blotches from an upsampled coarse noise, and fine grain."""
     tint = np.array([236, 224, 198], np.float32) + rng.uniform(-18, 12, 3)
     coarse = Image.fromarray(rng.uniform(0, 255, (6, 6)).astype(np.uint8)).resize((width, height),
@@ -45,7 +46,7 @@ def _paper(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
 def _page(rng: np.random.Generator, width: int, height: int, alphabet: str, char_sizes: tuple[int, int]
           ) -> tuple[np.ndarray, list[tuple[str, int, int, int, int]]]:
     """One page and its characters as ``(char, x, y, w, h)``."""
-    page = _paper(rng, width, height)
+    page = paper(rng, width, height)
     ink = np.array([40, 30, 25], np.float32) + rng.uniform(-20, 20, 3)
     margin_x, margin_y = int(width * rng.uniform(0.04, 0.08)), int(height * rng.uniform(0.04, 0.08))
     chars = []
@@ -90,16 +91,25 @@ def synthetic_pages(out_dir: str | Path, num_pages: int = 16, *, size: tuple[int
         raise LightnetsError(f"char_sizes must satisfy 6 <= low <= high <= half the page, got {char_sizes!r}")
     if not alphabet or len(set(alphabet)) != len(alphabet):
         raise LightnetsError(f"alphabet must be non-empty without repeated characters, got {alphabet!r}")
+    rng = np.random.default_rng(seed)
+    pages = (_page(rng, size[0], size[1], alphabet, char_sizes) for _ in range(num_pages))
+    return write_pages(out_dir, pages, alphabet)
+
+
+def write_pages(out_dir: str | Path, pages: Iterable[tuple[np.ndarray, list[tuple[str, int, int, int, int]]]],
+                alphabet: str) -> Path:
+    """Write each page with its characters ``(char, x, y, w, h)`` as ``out_dir/images/page_NNNNN.png``, their boxes
+    as ``annotations.json`` (COCO, one category per character of ``alphabet``) and ``labels.csv`` (Kuzushiji) with
+    ``unicode_translation.csv``; returns ``out_dir``."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
     category = {char: i + 1 for i, char in enumerate(alphabet)}
     images, annotations, rows = [], [], []
-    for index in range(num_pages):
-        page, chars = _page(rng, size[0], size[1], alphabet, char_sizes)
+    for index, (page, chars) in enumerate(pages):
         page_id = f"page_{index:05d}"
         Image.fromarray(page).save(out / "images" / f"{page_id}.png")
-        images.append({"id": index + 1, "file_name": f"images/{page_id}.png", "width": size[0], "height": size[1]})
+        height, width = page.shape[:2]
+        images.append({"id": index + 1, "file_name": f"images/{page_id}.png", "width": width, "height": height})
         for char, x, y, w, h in chars:
             annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": category[char],
                                 "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
