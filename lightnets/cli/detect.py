@@ -45,11 +45,17 @@ def _chips(args: argparse.Namespace):  # noqa: ANN202 - a ChipConfig, imported l
     from ..detect.chips import SNIPER_RANGES, SNIPER_SCALES, ChipConfig
 
     scales = tuple(args.chip_scales) if args.chip_scales else SNIPER_SCALES
-    ranges = SNIPER_RANGES if len(scales) == len(SNIPER_RANGES) else None
-    if ranges is None:
-        raise LightnetsError(f"give {len(SNIPER_RANGES)} chip scales (finest first, the last the longer side in px) "
-                             "to use SNIPER's valid ranges")
+    ranges = tuple(args.chip_ranges) if args.chip_ranges else SNIPER_RANGES
     return ChipConfig(size=args.chip_size, stride=args.chip_stride, scales=scales, ranges=ranges)
+
+
+def _size_range(text: str) -> tuple[float, float]:
+    """``LOW-HIGH`` box sizes in px (``120-inf``)."""
+    low, _, high = text.partition("-")
+    try:
+        return float(low), float(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH such as 32-150 or 120-inf, got {text!r}") from None
 
 
 def cmd_detect_train(args: argparse.Namespace) -> int:
@@ -165,6 +171,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--chip-stride", type=int, default=32, help="step between candidate chips, px (default 32)")
     d.add_argument("--chip-scales", type=csv_of(float, "numbers"), default=None, metavar="S1,S2,PX",
                    help="finest first, the last the longer side in px (default SNIPER's 3,1.667,512)")
+    d.add_argument("--chip-ranges", type=csv_of(_size_range, "ranges"), default=None, metavar="LOW-HIGH,...",
+                   help="valid sqrt(w h) per scale in page px (default SNIPER's 0-80,32-150,120-inf)")
     d.add_argument("--negatives-from", default=None, metavar="RUN",
                    help="a weak detector trained on positive chips only: its proposals make negative chips")
     d.add_argument("--negatives-per-page", type=int, default=2, help="negative chips drawn per page each epoch")
