@@ -28,6 +28,19 @@ def normalize(images: torch.Tensor, mean: list[float], std: list[float], channel
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def uniform_sampler(batch: int, device: torch.device, generator: torch.Generator | None
+                    ) -> Callable[..., torch.Tensor]:
+    """``uniform(low, high, *shape)``: draws on ``generator``'s device (shape ``(batch,)`` by default), moved to
+    ``device``, so an augmentation is the same function of its seed wherever its images are."""
+    draw_on = generator.device if generator is not None else device
+
+    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+        u = torch.rand(*(shape or (batch,)), generator=generator, device=draw_on).to(device)
+        return low + (high - low) * u
+
+    return uniform
+
+
 def check_augment(augment: object, jitters: tuple[str, ...] = ("brightness", "contrast", "saturation")) -> None:
     """The checks every batched augmentation shares: ``scale`` a range ``0 < low <= high``, ``flip`` a probability
     and each jitter fraction in ``[0, 1)``; the first bad field is one error naming it."""

@@ -67,6 +67,14 @@ def decode_image(data: bytes | Path, size: int | None, crop_pct: float = 1.0,
         return np.array(img, dtype=np.uint8)  # a writable copy, so torch.from_numpy is safe
 
 
+def read_image_file(path: str | Path) -> np.ndarray:
+    """One image file as ``(H, W, 3)`` uint8 RGB at its own size; a file Pillow cannot decode is one error naming it."""
+    try:
+        return decode_image(Path(path), None)
+    except (OSError, ValueError) as err:  # Pillow's UnidentifiedImageError is an OSError
+        raise LightnetsError(f"cannot decode image {path}: {err}") from None
+
+
 def unreadable_reason(mode: int, size: int) -> str | None:
     """Why a file of this ``stat`` mode and size is not read as an image, or None when it is read.
 

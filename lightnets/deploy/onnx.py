@@ -15,7 +15,7 @@ import io
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,19 @@ def export_onnx(
     except OSError as err:  # a full disk, a read-only folder: Python's error names only the temporary file
         raise write_failure(path, err) from None
     return ExportResult(path, precision, opset, n_folded, diff, agree)
+
+
+def export_target(checkpoint: Any, path: str | Path | None, model_type: type, load: Callable[[Any], nn.Module]
+                  ) -> tuple[nn.Module, Path]:
+    """What a task's export works on: the model (given as a ``model_type`` instance, or loaded from a checkpoint by
+    ``load``) in eval mode, and the .onnx path (default: beside the checkpoint; required with a model)."""
+    if isinstance(checkpoint, model_type):
+        if path is None:
+            raise LightnetsError("give the path of the .onnx file to write")
+        return checkpoint.eval(), Path(path)
+    from ..train.checkpoint import checkpoint_paths
+
+    return load(checkpoint), Path(checkpoint_paths(checkpoint)[0].with_suffix(".onnx") if path is None else path)
 
 
 def check_opset(opset: int) -> None:

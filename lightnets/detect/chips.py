@@ -34,6 +34,15 @@ SNIPER_SCALES: tuple[float, ...] = (3.0, 1.667, 512.0)
 SNIPER_RANGES: tuple[tuple[float, float], ...] = ((0.0, 80.0), (32.0, 150.0), (120.0, math.inf))
 
 
+def scale_factors(scales: Sequence[float], last_is_size: bool, width: int, height: int) -> list[float]:
+    """Rescaling factors for a ``width`` x ``height`` image: ``scales``, the last one read as the longer side in px
+    (SNIPER's ``512 / max(W, H)``) when ``last_is_size``."""
+    factors = list(scales)
+    if last_is_size:
+        factors[-1] = scales[-1] / max(width, height)
+    return factors
+
+
 @dataclass(frozen=True)
 class ChipConfig:
     """Chip side ``size`` and origin step ``stride`` (rescaled px); ``scales`` finest first, the last given as the
@@ -61,10 +70,7 @@ class ChipConfig:
 
     def factors(self, width: int, height: int) -> list[float]:
         """The rescaling factor of each scale for a ``width`` x ``height`` image."""
-        factors = list(self.scales)
-        if self.last_is_size:
-            factors[-1] = self.scales[-1] / max(width, height)
-        return factors
+        return scale_factors(self.scales, self.last_is_size, width, height)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from ..deploy.classifier import DeployInfo
 from ..deploy.onnx import (
     DEFAULT_ATOL,
     export_graph,
+    export_target,
     fold_batchnorm,
     read_metadata,
     run_outputs,
@@ -44,7 +45,6 @@ from ..deploy.onnx import (
 )
 from ..deploy.runtimes import onnx_session
 from ..errors import LightnetsError
-from ..train.checkpoint import checkpoint_paths
 from .decode import Detections
 from .infer import load_detector
 from .model import CenterNet
@@ -89,14 +89,7 @@ def export_detector(checkpoint: str | Path | CenterNet, path: str | Path | None 
     differ by ``atol`` times its largest magnitude where that exceeds 1. Raises ``LightnetsError`` and writes
     nothing when the check fails.
     """
-    if isinstance(checkpoint, CenterNet):
-        model = checkpoint.eval()
-        if path is None:
-            raise LightnetsError("give the path of the .onnx file to write")
-    else:
-        model = load_detector(checkpoint)
-        path = checkpoint_paths(checkpoint)[0].with_suffix(".onnx") if path is None else path
-    path = Path(path)
+    model, path = export_target(checkpoint, path, CenterNet, load_detector)
     meta = getattr(model, "checkpoint_meta", {})
     size = input_size or meta.get("input_size", 512)
     if size < 32:

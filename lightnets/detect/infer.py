@@ -10,8 +10,7 @@ import numpy as np
 import torch
 
 from .._io import drawing_paths
-from ..data import decode_image
-from ..data.folder import image_files
+from ..data.folder import image_files, read_image_file
 from ..errors import LightnetsError
 from ..train.checkpoint import load_checkpoint, restore_model
 from ..train.run import pick_device
@@ -78,10 +77,7 @@ def predict_files(checkpoint: str | Path | CenterNet, inputs: Sequence[str | Pat
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     for path, drawing in zip(files, drawings, strict=True):
-        try:
-            image = decode_image(path, None)
-        except (OSError, ValueError) as err:  # Pillow's UnidentifiedImageError is an OSError
-            raise LightnetsError(f"cannot decode image {path}: {err}") from None
+        image = read_image_file(path)
         found = detect_images(model, [image], meta["input_size"], top_k or meta["top_k"], score_threshold,
                               tiles=tile_config(tiles, meta["input_size"], meta.get("tiles"), tile_overlap))[0]
         if drawing is not None:

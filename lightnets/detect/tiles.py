@@ -25,7 +25,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import LightnetsError
-from .chips import chip_origins
+from .chips import chip_origins, scale_factors
 from .decode import Detections, decode
 from .transforms import PAD_COLOUR, network_input
 
@@ -62,10 +62,7 @@ class TileConfig:
             raise LightnetsError(f"tile batch must be >= 1 and iou in (0, 1], got {self.batch!r} and {self.iou!r}")
 
     def factors(self, width: int, height: int) -> list[float]:
-        factors = list(self.scales)
-        if self.last_is_size:
-            factors[-1] = self.scales[-1] / max(width, height)
-        return factors
+        return scale_factors(self.scales, self.last_is_size, width, height)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .._io import replace_atomically
 from ..data import decode_image
-from ..data.augment import check_augment, jitter_colors, normalize
+from ..data.augment import check_augment, jitter_colors, normalize, uniform_sampler
 from ..data.dataset import cache_dir, source_key
 from ..errors import LightnetsError
 from .keypoints import KeypointDataset, person_box
@@ -183,11 +183,7 @@ def _sample(images: torch.Tensor, input_size: int, mean: Sequence[float], std: S
     ``centre + matrix p``; ``flipped`` marks the mirrored ones."""
     batch, _, size, _ = images.shape
     device = images.device
-    draw_on = generator.device if generator is not None else device
-
-    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
-        u = torch.rand(*(shape or (batch,)), generator=generator, device=draw_on).to(device)
-        return low + (high - low) * u
+    uniform = uniform_sampler(batch, device, generator)
 
     zoom = uniform(*augment.scale)
     angle = uniform(-augment.rotation, augment.rotation) * (math.pi / 180)

@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..deploy.onnx import DEFAULT_ATOL, DeployInfo, ExportResult, export_onnx
+from ..deploy.onnx import DEFAULT_ATOL, DeployInfo, ExportResult, export_onnx, export_target
 from ..errors import LightnetsError
-from ..train.checkpoint import checkpoint_paths
 from .infer import load_pose_machine
 from .model import PoseMachine
 
@@ -42,13 +41,7 @@ def export_pose_machine(checkpoint: str | Path | PoseMachine, path: str | Path |
     ``checkpoint`` is a pose run folder or checkpoint file, or a loaded :class:`PoseMachine` with its
     ``checkpoint_meta``; ``path`` defaults to the checkpoint's file with the suffix ``.onnx``.
     """
-    if isinstance(checkpoint, PoseMachine):
-        model = checkpoint.eval()
-        if path is None:
-            raise LightnetsError("give the path of the .onnx file to write")
-    else:
-        model = load_pose_machine(checkpoint)
-        path = checkpoint_paths(checkpoint)[0].with_suffix(".onnx") if path is None else path
+    model, path = export_target(checkpoint, path, PoseMachine, load_pose_machine)
     meta = getattr(model, "checkpoint_meta", None)
     if not meta:
         raise LightnetsError("the pose machine has no checkpoint_meta (joint names, normalisation, crop size): "

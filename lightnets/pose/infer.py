@@ -11,8 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .._io import drawing_paths
-from ..data import decode_image
-from ..data.folder import image_files
+from ..data.folder import image_files, read_image_file
 from ..errors import LightnetsError
 from ..train.checkpoint import load_checkpoint, restore_model
 from ..train.run import pick_device
@@ -125,10 +124,7 @@ def predict_files(checkpoint: str | Path | PoseMachine, inputs: Sequence[str | P
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     results = []
     for path, drawing in zip(files, drawings, strict=True):
-        try:
-            image = decode_image(path, None)
-        except (OSError, ValueError) as err:  # Pillow's UnidentifiedImageError is an OSError
-            raise LightnetsError(f"cannot decode image {path}: {err}") from None
+        image = read_image_file(path)
         keypoints, confidence = find_keypoints(model, image, flip_test)
         if drawing is not None:
             draw_skeleton(image, keypoints, confidence, meta["joint_names"], meta.get("limbs", []),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..data.augment import check_augment, jitter_colors, normalize
+from ..data.augment import check_augment, jitter_colors, normalize, uniform_sampler
 from ..errors import LightnetsError
 from .metrics import IGNORE
 
@@ -48,11 +48,7 @@ class SegmentationAugment:
             raise LightnetsError(f"masks {tuple(masks.shape)} do not match images {tuple(images.shape)}")
         out_h, out_w = self.crop or (height, width)
         device = images.device
-        draw_on = generator.device if generator is not None else device
-
-        def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
-            u = torch.rand(*(shape or (batch,)), generator=generator, device=draw_on).to(device)
-            return low + (high - low) * u
+        uniform = uniform_sampler(batch, device, generator)
 
         zoom = uniform(*self.scale)
         # The crop's top-left corner in the rescaled image: inside it when it is larger, else it is placed inside

@@ -30,6 +30,7 @@ from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
 from ..deploy.onnx import (
     DEFAULT_ATOL,
     export_graph,
+    export_target,
     fold_batchnorm,
     read_metadata,
     run_outputs,
@@ -38,7 +39,6 @@ from ..deploy.onnx import (
 )
 from ..deploy.runtimes import load_onnx, onnx_session
 from ..errors import LightnetsError
-from ..train.checkpoint import checkpoint_paths
 from .infer import load_segmenter
 from .labels import display_colors
 from .model import Segmenter
@@ -88,14 +88,7 @@ def export_segmenter(checkpoint: str | Path | Segmenter, path: str | Path | None
     graph is also checked on one image of an odd size near half that. Logits may differ by ``atol`` times their
     largest magnitude where that exceeds 1. Raises ``LightnetsError`` and writes nothing when a check fails.
     """
-    if isinstance(checkpoint, Segmenter):
-        model = checkpoint.eval()
-        if path is None:
-            raise LightnetsError("give the path of the .onnx file to write")
-    else:
-        model = load_segmenter(checkpoint)
-        path = checkpoint_paths(checkpoint)[0].with_suffix(".onnx") if path is None else path
-    path = Path(path)
+    model, path = export_target(checkpoint, path, Segmenter, load_segmenter)
     meta = getattr(model, "checkpoint_meta", {})
     size = _check_size(tuple(input_size or meta.get("input_hw") or DEFAULT_INPUT_SIZE))
     generator = torch.Generator().manual_seed(0)
