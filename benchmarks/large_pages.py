@@ -33,11 +33,11 @@ import numpy as np
 
 from lightnets.bench.machine import cpu_info
 from lightnets.detect import read_detection_data, train_detector
-from lightnets.detect.chip_data import PageCache, chip_tiles
+from lightnets.detect.chip_data import PageCache
 from lightnets.detect.chips import ChipConfig
 from lightnets.detect.infer import evaluate_detector, load_detector
 from lightnets.detect.task import detect_images
-from lightnets.detect.tiles import detect_tiled
+from lightnets.detect.tiles import detect_tiled, tile_config
 from lightnets.report import format_markdown
 
 ROWS = ("whole512", "whole1024", "chips", "chips_neg", "chips_2stack")
@@ -73,7 +73,8 @@ def seconds_per_page(run: Path, val: str, chips: bool, top_k: int, pages: int = 
     model = load_detector(run / "last")
     data = read_detection_data(val, class_agnostic=True)
     cache = PageCache(data.subset(range(min(pages, len(data)))))
-    tiles = chip_tiles(ChipConfig(**_fields(model.checkpoint_meta["tiles"]))) if chips else None
+    meta = model.checkpoint_meta
+    tiles = tile_config("auto", meta["input_size"], meta.get("tiles")) if chips else None
     times = []
     for page in cache.pages:
         image = np.asarray(page)
@@ -84,12 +85,6 @@ def seconds_per_page(run: Path, val: str, chips: bool, top_k: int, pages: int = 
             detect_tiled(model, image, tiles, top_k)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def _fields(tiles: dict[str, Any]) -> dict[str, Any]:
-    """The ChipConfig a recorded tiling came from."""
-    return {"size": tiles["size"], "scales": tuple(tiles["scales"]), "ranges": tuple(tuple(r) for r in tiles["ranges"]),
-            "last_is_size": tiles["last_is_size"]}
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,18 @@ def save_cached(data: Dataset, key: str) -> Path:
             "split_folders": json.dumps(data.split_folders)}
     replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return path
+
+
+def load_tensors(path: Path, fits: Callable[[dict[str, torch.Tensor]], bool]) -> dict[str, torch.Tensor] | None:
+    """The tensors of a cache file when it is there, readable and ``fits`` them; None otherwise, so that a truncated,
+    foreign or outdated file is rebuilt rather than trusted."""
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(str(path))
+        return tensors if fits(tensors) else None
+    except Exception:  # a truncated or foreign file is simply rebuilt
+        return None
 
 
 def load_cached(key: str) -> Dataset | None:

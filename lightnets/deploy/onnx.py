@@ -248,6 +248,7 @@ def export_target(checkpoint: Any, path: str | Path | None, model_type: type, lo
         if path is None:
             raise LightnetsError("give the path of the .onnx file to write")
         return checkpoint.eval(), Path(path)
+    # Here, not at the top: importing lightnets.train's package imports this module back (train.classify).
     from ..train.checkpoint import checkpoint_paths
 
     return load(checkpoint), Path(checkpoint_paths(checkpoint)[0].with_suffix(".onnx") if path is None else path)

@@ -64,6 +64,11 @@ def chip_labels(boxes: np.ndarray, labels: np.ndarray, chip: Chip, config: ChipC
     return clipped[objects], labels[objects], clipped[meets & ~objects]
 
 
+def page_positives(pages: PageCache, config: ChipConfig) -> list[list[Chip]]:
+    """Every page's positive chips (:func:`positive_chips`), in page order."""
+    return [positive_chips(r.boxes, r.width, r.height, config) for r in pages.dataset.records]
+
+
 def pyramid_pixels(width: int, height: int, config: ChipConfig) -> float:
     """Pixels of the whole image at every scale: what training on the full pyramid would process."""
     return float(sum(width * f * height * f for f in config.factors(width, height)))
@@ -73,19 +78,21 @@ class ChipBatches:
     """Chip training batches for ``fit``: every positive chip and ``negatives_per_page`` negative chips per page
     each epoch, cut from the pages, labelled (:func:`chip_labels`), augmented on ``device`` and normalised.
 
-    ``negatives`` holds each page's pool (None: positives only). The order, the negatives drawn and the
+    ``positives`` are each page's positive chips (None: computed here, :func:`page_positives`); ``negatives``
+    holds each page's pool (None: positives only). The order, the negatives drawn and the
     augmentation of epoch ``e`` depend only on ``(seed, e, rank)`` (exact resume).
     """
 
     def __init__(self, pages: PageCache, config: ChipConfig, batch_size: int, *,
+                 positives: Sequence[Sequence[Chip]] | None = None,
                  negatives: Sequence[Sequence[Chip]] | None = None, negatives_per_page: int = 2,
                  augment: DetectionAugment | None = None, device: torch.device | str = "cpu", seed: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
         self.pages, self.config, self.augment, self.seed = pages, config, augment, seed
         self.device = torch.device(device)
         records = pages.dataset.records
-        self.positives = [(i, chip) for i, r in enumerate(records)
-                          for chip in positive_chips(r.boxes, r.width, r.height, config)]
+        per_page = positives if positives is not None else page_positives(pages, config)
+        self.positives = [(i, chip) for i, chips in enumerate(per_page) for chip in chips]
         self.negatives = [list(pool) for pool in negatives] if negatives is not None else [[] for _ in records]
         self.negative_counts = [min(negatives_per_page, len(pool)) for pool in self.negatives]
         self.shards = Shards(len(self.positives) + sum(self.negative_counts), batch_size, seed, rank, world_size)
@@ -142,18 +149,20 @@ def chip_tiles(config: ChipConfig) -> TileConfig:
     return TileConfig(size=config.size, scales=config.scales, ranges=config.ranges, last_is_size=config.last_is_size)
 
 
-def find_negative_chips(weak: torch.nn.Module, pages: PageCache, config: ChipConfig, *, min_proposals: int = 10,
+def find_negative_chips(weak: torch.nn.Module, pages: PageCache, config: ChipConfig, *,
+                        positives: Sequence[Sequence[Chip]] | None = None, min_proposals: int = 10,
                         score_threshold: float = 0.3, top_k: int = 300, progress: bool = False) -> list[list[Chip]]:
     """Each page's negative-chip pool (SNIPER section 3.2): the weak detector's proposals (tiled at the chip
-    scales, scoring ``score_threshold`` or more) gathered by :func:`negative_chips` outside the positive chips."""
+    scales, scoring ``score_threshold`` or more) gathered by :func:`negative_chips` outside the positive chips
+    (``positives`` per page; None: computed here)."""
     pools = []
     tiles = chip_tiles(config)
     records = pages.dataset.records
+    per_page = positives if positives is not None else page_positives(pages, config)
     for i in tqdm(range(len(pages)), disable=not progress, desc="negative chips", unit="page"):
         record = records[i]
         found = detect_tiled(weak, np.asarray(pages.pages[i]), tiles, top_k, score_threshold)
-        positives = positive_chips(record.boxes, record.width, record.height, config)
         proposals = found.boxes.numpy()
         proposals = proposals[(proposals[:, 2] > proposals[:, 0]) & (proposals[:, 3] > proposals[:, 1])]
-        pools.append(negative_chips(proposals, positives, record.width, record.height, config, min_proposals))
+        pools.append(negative_chips(proposals, per_page[i], record.width, record.height, config, min_proposals))
     return pools

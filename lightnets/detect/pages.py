@@ -16,6 +16,7 @@ TrueType font on the machine and from random brush strokes, so no few shapes can
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
@@ -81,10 +82,8 @@ def system_fonts() -> tuple[str, ...]:
 def _font(rng: np.random.Generator, size: int) -> ImageFont.FreeTypeFont:
     fonts = system_fonts()
     if fonts:
-        try:
+        with contextlib.suppress(OSError):  # a damaged or unsupported font file: the built-in one stands in
             return ImageFont.truetype(fonts[int(rng.integers(len(fonts)))], size)
-        except OSError:  # a damaged or unsupported font file: the built-in one stands in
-            pass
     return ImageFont.load_default(size=size)
 
 

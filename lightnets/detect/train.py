@@ -25,9 +25,9 @@ from ..train.checkpoint import load_checkpoint
 from ..train.loop import LoopConfig, rank_and_world
 from ..train.plots import plot_curves
 from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
-from ..train.run import Run, RunResult, init_distributed, pick_device, refuse_existing, seed_everything
+from ..train.run import Run, RunResult, init_distributed, pick_device, recorded_source, refuse_existing, seed_everything
 from ..train.speed import settle_speed
-from .chip_data import ChipBatches, PageCache, chip_tiles, find_negative_chips
+from .chip_data import ChipBatches, PageCache, chip_tiles, find_negative_chips, page_positives
 from .chips import ChipConfig
 from .data import DetectionCache, DetectionDataset, read_detection_data
 from .metrics import coco_map_available
@@ -58,11 +58,6 @@ def split_pages(dataset: DetectionDataset, val_split: float, seed: int) -> tuple
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
     held = max(1, round(val_split * len(dataset)))
     return dataset.subset(sorted(order[held:])), dataset.subset(sorted(order[:held]))
-
-
-def _source_of(data: str | Path | DetectionDataset | None) -> str | Path | None:
-    """What a run records as its (validation) data: a data set object's source path, else the path given."""
-    return str(data.source.path) if isinstance(data, DetectionDataset) else data
 
 
 DetectTrainResult = RunResult  # its metrics: the last weights on the validation pages
@@ -119,7 +114,7 @@ def train_detector(
     run, recorded = None, None
     if resume is not None:
         run = Run.resume(resume, KIND)
-        run.require_given(("data", "val_data"), data=_source_of(data), val_data=_source_of(val_data),
+        run.require_given(("data", "val_data"), data=recorded_source(data), val_data=recorded_source(val_data),
                           backbone=backbone, val_split=val_split, class_agnostic=class_agnostic,
                           input_size=input_size, stacks=stacks, detector_args=detector_args, repeat=repeat,
                           top_k=top_k, pretrained=None if pretrained is None else str(pretrained))
@@ -243,11 +238,13 @@ def chip_batches(train_set: DetectionDataset, val_set: DetectionDataset, setup: 
     rank, world = rank_and_world()
     chips = setup["chips"]
     pages = PageCache(train_set, progress=progress)
+    positives = page_positives(pages, chips)
     negatives = None
     if setup["negatives_from"]:
         weak = load_detector(setup["negatives_from"], dev)
-        negatives = find_negative_chips(weak, pages, chips, min_proposals=setup["min_proposals"], progress=progress)
-    batches = ChipBatches(pages, chips, rec.batch_size, negatives=negatives,
+        negatives = find_negative_chips(weak, pages, chips, positives=positives,
+                                        min_proposals=setup["min_proposals"], progress=progress)
+    batches = ChipBatches(pages, chips, rec.batch_size, positives=positives, negatives=negatives,
                           negatives_per_page=setup["negatives_per_page"], augment=augment, device=dev, seed=rec.seed,
                           rank=rank, world_size=world)
     return batches, PageCache(val_set, progress=progress), chip_tiles(chips)

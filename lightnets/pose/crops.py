@@ -23,13 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from .._io import replace_atomically
 from ..data import decode_image
 from ..data.augment import check_augment, jitter_colors, normalize, uniform_sampler
-from ..data.dataset import cache_dir, source_key
+from ..data.dataset import cache_dir, load_tensors, source_key
 from ..errors import LightnetsError
 from .keypoints import KeypointDataset, person_box
 
@@ -66,25 +66,14 @@ class PoseCache:
                          records=[(r.image, r.keypoints.round(3).tolist(), r.visible.tolist())
                                   for r in dataset.records])
         self.cache_file = cache_dir() / "pose" / f"{key}.safetensors"
-        tensors = self._load() if cache else None
+        shape = (len(dataset), 3, self.size, self.size)
+        tensors = load_tensors(self.cache_file, lambda t: t["images"].shape == shape) if cache else None
         if tensors is None:
             tensors = self._decode(progress)
             if cache:
                 replace_atomically(self.cache_file, lambda tmp: save_file(tensors, str(tmp)))
         self.images, self.keypoints, self.visible = tensors["images"], tensors["keypoints"], tensors["visible"]
         self.boxes, self.original = tensors["boxes"], tensors["original"]
-
-    def _load(self) -> dict[str, torch.Tensor] | None:
-        """The cached tensors, or None when absent or not this cache's (a truncated file is rebuilt)."""
-        if not self.cache_file.is_file():
-            return None
-        try:
-            tensors = load_file(str(self.cache_file))
-            if tensors["images"].shape != (len(self.dataset), 3, self.size, self.size):
-                return None
-            return tensors
-        except Exception:  # a truncated or foreign file is simply rebuilt
-            return None
 
     def _decode(self, progress: bool) -> dict[str, torch.Tensor]:
         records, size = self.dataset.records, self.size

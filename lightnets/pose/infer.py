@@ -11,11 +11,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from .._io import drawing_paths
+from ..data.augment import normalize
 from ..data.folder import image_files, read_image_file
 from ..errors import LightnetsError
 from ..train.checkpoint import load_checkpoint, restore_model
 from ..train.run import pick_device
-from .crops import PoseCache, centre_crops, square_crop
+from .crops import PoseCache, square_crop
 from .heatmaps import decode_heatmaps, flip_heatmaps
 from .keypoints import KeypointDataset, flip_permutation, read_keypoint_data
 from .metrics import PCKReport
@@ -76,7 +77,7 @@ def find_keypoints(model: PoseMachine, image: np.ndarray, flip_test: bool = True
     left, top = (width - side) // 2, (height - side) // 2
     crop = torch.from_numpy(square_crop(Image.fromarray(image), left, top, side, size)).permute(2, 0, 1)[None]
     device = next(model.parameters()).device
-    x = centre_crops(crop.to(device), size, meta["mean"], meta["std"])
+    x = normalize(crop.to(device), meta["mean"], meta["std"], channels_last=False)
     maps = model(x)[-1].float()
     if flip_test:
         maps = (maps + flip_heatmaps(model(x.flip(-1))[-1].float(), _flip_perm(meta))) / 2

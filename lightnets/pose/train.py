@@ -22,7 +22,16 @@ from ..train.checkpoint import load_checkpoint
 from ..train.loop import LoopConfig, rank_and_world
 from ..train.plots import plot_curves
 from ..train.recipes import Recipe, get_recipe, make_optimizer, make_schedule
-from ..train.run import TRAINING_FILES, Run, RunResult, init_distributed, pick_device, refuse_existing, seed_everything
+from ..train.run import (
+    TRAINING_FILES,
+    Run,
+    RunResult,
+    init_distributed,
+    pick_device,
+    recorded_source,
+    refuse_existing,
+    seed_everything,
+)
 from ..train.speed import settle_speed
 from .crops import PoseAugment, PoseCache
 from .heatmaps import DEFAULT_SIGMA
@@ -101,7 +110,7 @@ def train_pose(
         if run.record.get("added"):
             raise LightnetsError(f"{resume} trained on added labels (a bootstrapping round) and cannot be resumed; "
                                  "run the round again")
-        run.require_given(("data", "val_data"), data=_source_of(data), val_data=_source_of(val_data),
+        run.require_given(("data", "val_data"), data=recorded_source(data), val_data=recorded_source(val_data),
                           pretrained=None if pretrained is None else str(pretrained), **given)
         cfg, rec = run.record, run.recipe(**overrides)
         settings = {k: cfg[k] for k in DEFAULTS}
@@ -135,11 +144,11 @@ def train_pose(
         model.backbone.freeze_stages(rec.freeze)
     size = settings["input_size"]
     rank, world = rank_and_world()
-    train_cache = PoseCache(train_set, size, progress=progress and rank == 0)
+    show = progress and rank == 0
+    train_cache = PoseCache(train_set, size, progress=show)
     if added:
-        train_cache = PoseCache.join([train_cache, *(PoseCache(a, size, progress=progress and rank == 0)
-                                                     for a in added)])
-    val_cache = PoseCache(val_set, size, progress=progress and rank == 0).to(dev)
+        train_cache = PoseCache.join([train_cache, *(PoseCache(a, size, progress=show) for a in added)])
+    val_cache = PoseCache(val_set, size, progress=show).to(dev)
     rec, speed = settle_speed(model, rec, (3, size, size), dev, threads=threads, recorded=recorded,
                               cache_key={"pose_machine": model.config}, progress=progress)
     model = model.to(dev, memory_format=torch.channels_last if rec.channels_last else torch.contiguous_format)
@@ -147,7 +156,7 @@ def train_pose(
     mean, std = norm
     pretrained_name = getattr(model.backbone, "pretrained", None)
     config = {**settings, "pose_machine": model.config, **({"pretrained": pretrained_name} if pretrained_name else {}),
-              "data": _source_of(data), "val_data": _source_of(val_data), "mean": mean, "std": std,
+              "data": recorded_source(data), "val_data": recorded_source(val_data), "mean": mean, "std": std,
               "recipe": rec.to_dict(), "augment": dataclasses.asdict(augment) if augment else None,
               "flip_test": flip_test, "joint_names": train_set.joint_names,
               "flip_pairs": [list(p) for p in train_set.flip_pairs], "limbs": [list(p) for p in train_set.limbs],
@@ -209,9 +218,3 @@ def _initialised(init: str | Path, given: dict[str, Any], settings: dict[str, An
     settings.update(own)
     return model, (list(meta["mean"]), list(meta["std"]))
 
-
-def _source_of(data: str | Path | KeypointDataset | None) -> str | None:
-    """What a run records as its data: a data set object's source path, else the path given."""
-    if isinstance(data, KeypointDataset):
-        return str(data.source.path)
-    return None if data is None else str(data)

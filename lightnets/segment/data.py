@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from .._io import replace_atomically
 from ..data import decode_image
-from ..data.dataset import cache_dir, source_key
+from ..data.dataset import cache_dir, load_tensors, source_key
 from ..data.folder import WIDE_GREY_MODES
 from ..detect.files import FileSource
 from ..errors import LightnetsError
@@ -252,7 +252,7 @@ class SegmentationCache:
                          ignore_values=dataset.ignore_values, palette=_rows(dataset.palette).tolist(),
                          ignore_colors=_rows(dataset.ignore_colors).tolist())
         self.cache_file = cache_dir() / "segmentation" / f"{key}.safetensors"
-        loaded = self._load() if cache else None
+        loaded = load_tensors(self.cache_file, self._fits) if cache else None
         if loaded is None:
             loaded = self._decode(size, progress)
             if cache:
@@ -260,19 +260,11 @@ class SegmentationCache:
                     loaded, str(tmp), metadata={"classes": json.dumps(dataset.classes)}))
         self.images, self.masks, self.original_sizes = loaded["images"], loaded["masks"], loaded["original_sizes"]
 
-    def _load(self) -> dict[str, torch.Tensor] | None:
-        """The cached tensors, or None when there are none or they are unreadable (a truncated file is rebuilt)."""
-        if not self.cache_file.is_file():
-            return None
-        try:
-            tensors = load_file(str(self.cache_file))
-            n, _, height, width = tensors["images"].shape
-            if n != len(self.dataset) or tensors["masks"].shape != (n, height, width) or \
-                    tensors["original_sizes"].shape != (n, 2):
-                return None
-            return tensors
-        except Exception:  # a truncated or foreign file is simply rebuilt
-            return None
+    def _fits(self, tensors: dict[str, torch.Tensor]) -> bool:
+        """Whether cached tensors are this data set's: one image, mask and size per pair, masks as large as images."""
+        n, _, height, width = tensors["images"].shape
+        return n == len(self.dataset) and tensors["masks"].shape == (n, height, width) and \
+            tensors["original_sizes"].shape == (n, 2)
 
     def _decode(self, size: tuple[int, int] | None, progress: bool) -> dict[str, torch.Tensor]:
         """Every pair decoded and checked, in one pass over the source (a tar is read front to back once)."""

@@ -30,6 +30,7 @@ from ..train.run import (
     RunResult,
     init_distributed,
     pick_device,
+    recorded_source,
     refuse_existing,
     seed_everything,
 )
@@ -53,13 +54,6 @@ DEFAULTS = {"backbone": "mobilenetv3_large_100", "head": "lraspp", "head_channel
 # What a segmentation run writes besides the loop's files (``Run.start(exist_ok=True)`` clears them).
 WRITTEN = (*TRAINING_FILES, "val_metrics.jsonl")
 SegmentTrainResult = RunResult  # its metrics: the last weights on the validation images
-
-
-def _source_of(data: str | Path | SegmentationDataset | None) -> str | None:
-    """What a run records as its data: a data set object's source path, else the path given."""
-    if isinstance(data, SegmentationDataset):
-        return str(data.source.path)
-    return None if data is None else str(data)
 
 
 def _dataset(data: str | Path | FileSource | SegmentationDataset, split: str, **readers: Any) -> SegmentationDataset:
@@ -109,7 +103,7 @@ def train_segmenter(
              "crop": list(crop) if crop else None, "repeat": repeat}
     if resume is not None:
         run = Run.resume(resume, KIND)
-        run.require_given(("data", "val_data"), data=_source_of(data), val_data=_source_of(val_data),
+        run.require_given(("data", "val_data"), data=recorded_source(data), val_data=recorded_source(val_data),
                           pretrained=None if pretrained is None else str(pretrained), **given)
         cfg, rec = run.record, run.recipe(**overrides)
         settings = {k: cfg[k] for k in DEFAULTS}
@@ -176,7 +170,7 @@ def _train(model: Segmenter, rec: Recipe, speed: SpeedChoice, dev: torch.device,
         augment = dataclasses.replace(augment, crop=crop_hw)
     pretrained = getattr(model.backbone, "pretrained", None)
     config = {**settings, "segmenter": model.config, **({"pretrained": pretrained} if pretrained else {}),
-              "data": _source_of(data), "val_data": _source_of(val_data), **readers, "mean": mean, "std": std,
+              "data": recorded_source(data), "val_data": recorded_source(val_data), **readers, "mean": mean, "std": std,
               "recipe": rec.to_dict(), "augment": dataclasses.asdict(augment) if augment else None,
               "classes": classes, "class_weight_values": weights.tolist() if weights is not None else None,
               "train_images": len(train_set), "val_images": len(val_set), "monitor": "val_miou",

@@ -121,6 +121,14 @@ def prepare_run_dir(out: str | Path | None, name: str, exist_ok: bool, kind: str
     return out
 
 
+def recorded_source(data: Any) -> str | None:
+    """What a run records as its data: a data set object's source path (its ``source.path``), else the path given."""
+    source = getattr(getattr(data, "source", None), "path", None)
+    if source is not None:
+        return str(source)
+    return None if data is None else str(data)
+
+
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     """A run folder's ``config.json``, or one clear error saying it has none."""
     try:
