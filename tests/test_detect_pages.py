@@ -5,6 +5,7 @@ seed writes the same pages, and the command line writes a data set the detector 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,15 @@ def test_pages_fill_their_block_with_columns_read_right_to_left() -> None:
         counts.append(len(chars))
     low, high = layout.chars_per_page[5], layout.chars_per_page[95]
     assert all(low / 2 <= n <= high * 2 for n in counts), (counts, low, high)
+
+
+def test_characters_that_stray_past_the_edge_are_moved_onto_the_page() -> None:
+    """Strays far right (the first column) and far left (the last): every box still lies on the page."""
+    layout = Layout.load()
+    for stray in (3.0, -3.0):
+        _, chars = book_page(np.random.default_rng(0), 500, 800, replace(layout, stray_ratio=[stray] * 101))
+        boxes = np.array(chars, dtype=float)
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= 500).all()
 
 
 def test_the_command_writes_a_readable_data_set_and_the_seed_decides(tmp_path: Path) -> None:

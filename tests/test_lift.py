@@ -236,6 +236,35 @@ def test_keypoint_files(tmp_path):
         read_keypoints(tmp_path / "bad.json")
 
 
+def test_keypoint_files_with_named_joints(tmp_path):
+    """LSP's 14 named joints (no pelvis, no thorax) map to the lifter's 16 by name, the two missing joints as
+    midpoints; names the lifter cannot use, or coordinates of the wrong shape, are one clear error."""
+    lsp = ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
+           "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck", "head_top"]
+    poses = np.random.default_rng(1).uniform(0, 500, (2, 14, 2))
+    path = tmp_path / "lsp.json"
+    path.write_text(json.dumps({"joint_names": lsp, "keypoints": poses.tolist()}))
+    got = read_keypoints(path)
+    assert got.shape == (2, 16, 2)
+    at = {name: i for i, name in enumerate(lsp)}
+    ours = {name: i for i, name in enumerate(JOINTS)}
+    assert np.allclose(got[:, ours["Hip"]], (poses[:, at["right_hip"]] + poses[:, at["left_hip"]]) / 2)
+    assert np.allclose(got[:, ours["Thorax"]], (poses[:, at["right_shoulder"]] + poses[:, at["left_shoulder"]]) / 2)
+    for mine, theirs in (("RFoot", "right_ankle"), ("LWrist", "left_wrist"), ("Neck", "neck"), ("Head", "head_top")):
+        assert np.allclose(got[:, ours[mine]], poses[:, at[theirs]])
+    shuffled = np.random.default_rng(2).permutation(16)  # our own names in any order, MPII-style abbreviations
+    names = [("r_" + j[1:].lower()) if j[0] == "R" and j[1].isupper() else j for j in np.asarray(JOINTS)[shuffled]]
+    ours16 = np.random.default_rng(3).uniform(0, 500, (1, 16, 2))
+    np.savez(tmp_path / "named.npz", keypoints=ours16[:, shuffled], joint_names=np.asarray(names))
+    assert np.allclose(read_keypoints(tmp_path / "named.npz"), ours16)
+    (tmp_path / "coco.json").write_text(json.dumps({"joint_names": ["nose", "left_eye"], "keypoints": [[[1, 2]] * 2]}))
+    with pytest.raises(LightnetsError, match="have no Hip, RHip"):
+        read_keypoints(tmp_path / "coco.json")
+    path.write_text(json.dumps({"joint_names": lsp, "keypoints": poses[:, :13].tolist()}))
+    with pytest.raises(LightnetsError, match="its 14 named joints"):
+        read_keypoints(path)
+
+
 def _save(path, keypoints):
     np.savez(path, keypoints=keypoints)
     return path

@@ -27,6 +27,7 @@ from lightnets.pose import (
     predict_files,
     read_keypoint_data,
     train_pose,
+    write_keypoints,
 )
 from lightnets.pose.crops import CONTEXT, crop_batch
 
@@ -149,6 +150,16 @@ def test_a_short_run_writes_its_files_and_its_checkpoint_serves_every_verb(train
     assert keypoints.shape == (14, 2) and confidence.shape == (14,)
     drawn = Image.open(tmp_path / "drawn" / f"{path.stem}.png")
     assert drawn.size == Image.open(path).size
+    # The joints as a file the lifter reads by name: LSP's 14 become its 16, the pelvis the hips' midpoint.
+    from lightnets.lift import JOINTS, read_keypoints
+
+    written = read_keypoints(write_keypoints(results, model.checkpoint_meta["joint_names"], tmp_path / "kp.json"))
+    assert written.shape == (12, 16, 2)
+    names = model.checkpoint_meta["joint_names"]
+    hips = names.index("right_hip"), names.index("left_hip")
+    assert np.allclose(written[0, JOINTS.index("Hip")], keypoints[list(hips)].mean(axis=0), atol=0.01)
+    with pytest.raises(LightnetsError, match="must be a .json"):
+        write_keypoints(results, model.checkpoint_meta["joint_names"], path)  # never over an input image
 
     onnx_path = export_pose_machine(run / "last", tmp_path / "cpm.onnx").path
     import onnxruntime

@@ -95,9 +95,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     d = lift.add_parser("predict", help="lift 2D keypoints (json, csv, npz) to 3D; writes json and a png")
     d.add_argument("checkpoint")
-    d.add_argument("keypoints", help="2D poses: .json, .csv (x0,y0,x1,y1,...) or .npz (key 'keypoints')")
+    d.add_argument("keypoints", help="2D poses: .json, .csv (x0,y0,x1,y1,...) or .npz (key 'keypoints'), "
+                   "such as the --keypoints file of `lightnets pose predict`")
     d.add_argument("--out", default="poses3d.json", help="the .json to write (the png goes beside it)")
-    d.add_argument("--joints", choices=("lightnets", "h36m17", "mpii"), default="lightnets",
-                   help="joint order of the input (lightnets: Hip, RHip, RKnee, RFoot, LHip, ..., RWrist)")
+    d.add_argument("--joints", choices=("auto", "lightnets", "h36m17", "mpii"), default="auto",
+                   help="joint order of the input (auto: the file's joint_names, as `lightnets pose predict "
+                   "--keypoints` writes, else lightnets: Hip, RHip, RKnee, RFoot, LHip, ..., RWrist)")
     d.add_argument("--device", type=device_name, default=None)
     d.set_defaults(func=cmd_lift_predict)

@@ -71,13 +71,18 @@ def cmd_pose_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_pose_predict(args: argparse.Namespace) -> int:
-    from ..pose import predict_files
+    from ..pose import load_pose_machine, predict_files, write_keypoints
+    from ..train.run import pick_device
 
-    results = predict_files(args.checkpoint, args.inputs, out_dir=args.out, threshold=args.threshold,
+    model = load_pose_machine(args.checkpoint, pick_device(args.device))
+    results = predict_files(model, args.inputs, out_dir=args.out, threshold=args.threshold,
                             flip_test=not args.no_flip_test, device=args.device)
     print(format_table([{"image": str(path), "joints found": f"{int((conf >= args.threshold).sum())}/{len(conf)}",
                          "mean confidence": f"{conf.mean():.2f}"} for path, _, conf in results]))
     print(f"skeletons drawn in {args.out}/")
+    if args.keypoints:
+        path = write_keypoints(results, model.checkpoint_meta["joint_names"], args.keypoints)
+        print(f"keypoints written to {path} (3D: lightnets lift predict LIFT_RUN {path})")
     return 0
 
 
@@ -157,6 +162,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("inputs", nargs="+", help="image files or folders (one person each, roughly centred)")
     d.add_argument("--out", default="runs/pose/predict", help="folder for the drawings")
     d.add_argument("--threshold", type=float, default=0.2, help="joints under this confidence are not drawn")
+    d.add_argument("--keypoints", default=None, metavar="JSON",
+                   help="also write the joints there (joint names, pixels, confidence), for `lightnets lift predict`")
     d.add_argument("--no-flip-test", action="store_true")
     d.add_argument("--device", type=device_name, default=None)
     d.set_defaults(func=cmd_pose_predict)

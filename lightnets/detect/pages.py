@@ -168,7 +168,9 @@ def _column(page: np.ndarray, rng: np.random.Generator, layout: Layout, centre: 
             y += sample(layout.gap_ratio, rng) * (h + last_h) / 2
         if y + h > min(bottom, block[3]):
             break
-        x = int(round(centre + sample(layout.stray_ratio, rng) * size - w / 2))
+        # A stray character near the page's edge moves in, so that every label lies on the page.
+        w = min(w, page.shape[1])
+        x = min(max(int(round(centre + sample(layout.stray_ratio, rng) * size - w / 2)), 0), page.shape[1] - w)
         _stamp(page, glyph(rng, w, h) * rng.uniform(0.7, 1.0), x, int(y), ink)
         placed.append((x, int(y), w, h))
         if ruby and rng.random() < 0.5:  # a small reading beside the character, never a label

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import LightnetsError
 from .cameras import Camera
-from .skeleton import FROM_H36M17, FROM_MPII, JOINTS, ROOT
+from .skeleton import FROM_H36M17, FROM_MPII, JOINTS, ROOT, named_joint_order
 
 TRAIN_SUBJECTS = (1, 5, 6, 7, 8)
 TEST_SUBJECTS = (9, 11)
@@ -144,20 +144,24 @@ def _keypoint_array(value: object, source: str) -> np.ndarray:
     return array
 
 
-def read_keypoints(path: str | Path, joint_order: str = "lightnets") -> np.ndarray:
+def read_keypoints(path: str | Path, joint_order: str = "auto") -> np.ndarray:
     """2D poses (N, 16, 2) in pixels from a .json (a list of poses, each a list of [x, y], or {"keypoints": ...}),
     a .csv (one pose per row: x0, y0, x1, y1, ...; a header row is skipped) or an .npz (key ``keypoints``), with
-    joints in ``joint_order``: "lightnets" (``JOINTS``), "h36m17" (Human3.6M's 17, Spine dropped) or "mpii"."""
+    joints in ``joint_order``: "lightnets" (``JOINTS``), "h36m17" (Human3.6M's 17, Spine dropped), "mpii", or
+    "auto": by the file's own ``joint_names`` (what ``lightnets pose predict --keypoints`` writes, LSP's 14 joints
+    among them) where it has them, else ``JOINTS``."""
     path = Path(path)
-    if joint_order not in JOINT_ORDERS:
-        raise LightnetsError(f"unknown joint order {joint_order!r}; choose from {', '.join(JOINT_ORDERS)}")
+    if joint_order not in (*JOINT_ORDERS, "auto"):
+        raise LightnetsError(f"unknown joint order {joint_order!r}; choose from auto, {', '.join(JOINT_ORDERS)}")
     if not path.is_file():
         raise LightnetsError(f"no such file: {path}")
     suffix = path.suffix.lower()
+    names = None
     try:
         if suffix == ".json":
             value = json.loads(path.read_text(encoding="utf-8"))
-            value = value.get("keypoints") if isinstance(value, dict) else value
+            if isinstance(value, dict):
+                names, value = value.get("joint_names"), value.get("keypoints")
         elif suffix == ".csv":
             rows = [r for r in csv.reader(path.read_text(encoding="utf-8").splitlines()) if r]
             if rows and not _is_number(rows[0][0]):
@@ -168,6 +172,7 @@ def read_keypoints(path: str | Path, joint_order: str = "lightnets") -> np.ndarr
                 if "keypoints" not in z.files:
                     raise LightnetsError(f"{path} has no 'keypoints' array (it has {', '.join(z.files)})")
                 value = z["keypoints"]
+                names = z["joint_names"].tolist() if "joint_names" in z.files else None
         else:
             raise LightnetsError(f"{path}: keypoints must be a .json, .csv or .npz file")
     except (UnicodeDecodeError, json.JSONDecodeError, OSError, ValueError) as err:
@@ -176,6 +181,8 @@ def read_keypoints(path: str | Path, joint_order: str = "lightnets") -> np.ndarr
         raise LightnetsError(f"cannot read keypoints from {path}: {err}") from None
     if value is None:
         raise LightnetsError(f"{path} has no 'keypoints'")
+    if joint_order == "auto" and names is not None:
+        return _keypoint_array(_by_name(value, list(names), str(path)), str(path))
     if joint_order == "h36m17":
         array = np.asarray(value, dtype=np.float64)
         if array.shape[-2:] != (17, 2):
@@ -183,6 +190,20 @@ def read_keypoints(path: str | Path, joint_order: str = "lightnets") -> np.ndarr
         value = array[..., list(FROM_H36M17), :]
     array = _keypoint_array(value, str(path))
     return array[:, list(JOINT_ORDERS[joint_order]) if joint_order == "mpii" else slice(None)]
+
+
+def _by_name(value: object, names: list[str], source: str) -> np.ndarray:
+    """Poses whose joints the file names, in our order (a joint the file lacks as the midpoint of two it has)."""
+    order = named_joint_order(names, source)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise LightnetsError(f"{source}: keypoints must be numbers") from None
+    array = array[None] if array.ndim == 2 else array
+    if array.ndim != 3 or array.shape[1:] != (len(names), 2):
+        raise LightnetsError(f"{source}: expected poses of its {len(names)} named joints, (N, {len(names)}, 2), "
+                             f"got shape {array.shape}")
+    return np.stack([array[:, list(indices)].mean(axis=1) for indices in order], axis=1)
 
 
 def _is_number(text: str) -> bool:

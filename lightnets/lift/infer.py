@@ -65,7 +65,7 @@ def plot_poses(pose2d: np.ndarray, pose3d: np.ndarray, path: Path, count: int = 
 
 
 def predict_keypoints(checkpoint: str | Path, keypoints: str | Path, out: str | Path, *,
-                      joint_order: str = "lightnets", device: str | None = None) -> tuple[Path, Path | None]:
+                      joint_order: str = "auto", device: str | None = None) -> tuple[Path, Path | None]:
     """Lift the 2D poses of a keypoint file (see ``read_keypoints``) and write them as json (``poses3d``: mm in
     the camera frame, joints in ``JOINTS`` order) at ``out``, with a png of the first few beside it."""
     out = Path(out)

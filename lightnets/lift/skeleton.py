@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import LightnetsError
+
 JOINTS = ("Hip", "RHip", "RKnee", "RFoot", "LHip", "LKnee", "LFoot", "Thorax", "Neck", "Head",
           "LShoulder", "LElbow", "LWrist", "RShoulder", "RElbow", "RWrist")
 ROOT = 0
@@ -25,6 +27,53 @@ FROM_H36M17 = (0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16)
 # MPII: r_ankle, r_knee, r_hip, l_hip, l_knee, l_ankle, pelvis, thorax, upper_neck, head_top, r_wrist, r_elbow,
 # r_shoulder, l_shoulder, l_elbow, l_wrist.
 FROM_MPII = (6, 2, 1, 0, 3, 4, 5, 7, 8, 9, 13, 14, 15, 12, 11, 10)
+
+# Other datasets' names for our joints, for keypoint files that name their joints (LSP, MPII, ours). Names are
+# compared lower-case with spaces and hyphens as underscores; "r_"/"l_" prefixes read as "right_"/"left_".
+_ALIASES = {"Hip": ("hip", "pelvis", "mid_hip", "root"), "Thorax": ("thorax",), "Neck": ("neck", "upper_neck"),
+            "Head": ("head", "head_top"), "RFoot": ("right_ankle",), "LFoot": ("left_ankle",)}
+# Joints a file may lack, as the midpoint of two it has: LSP has no pelvis or thorax.
+_MIDPOINTS = {"Hip": ("RHip", "LHip"), "Thorax": ("RShoulder", "LShoulder")}
+
+
+def _canonical(name: str) -> str:
+    key = name.strip().lower().replace(" ", "_").replace("-", "_")
+    for short, side in (("r_", "right_"), ("l_", "left_")):
+        key = side + key[len(short):] if key.startswith(short) else key
+    return key
+
+
+def _alias_table() -> dict[str, str]:
+    table = {}
+    for joint in JOINTS:
+        names = {joint.lower(), *_ALIASES.get(joint, ())}
+        if joint[0] in "RL" and joint[1].isupper():
+            names.add(("right_" if joint[0] == "R" else "left_") + joint[1:].lower())
+        table.update({_canonical(n): joint for n in names})
+    return table
+
+
+def named_joint_order(names: list[str], source: str) -> list[tuple[int, ...]]:
+    """For each of our joints, the indices into ``names`` whose mean it is (one index, or the two a midpoint joins):
+    how a file with named joints (LSP's 14, MPII's 16) maps to the lifter's 16. One line naming what is missing."""
+    aliases = _alias_table()
+    found: dict[str, int] = {}
+    for i, name in enumerate(names):
+        joint = aliases.get(_canonical(str(name)))
+        if joint is not None:
+            found.setdefault(joint, i)
+    order, missing = [], []
+    for joint in JOINTS:
+        if joint in found:
+            order.append((found[joint],))
+        elif joint in _MIDPOINTS and all(j in found for j in _MIDPOINTS[joint]):
+            order.append(tuple(found[j] for j in _MIDPOINTS[joint]))
+        else:
+            missing.append(joint)
+    if missing:
+        raise LightnetsError(f"{source}: its joints ({', '.join(map(str, names))}) have no {', '.join(missing)}; "
+                             f"lifting needs {', '.join(JOINTS)}")
+    return order
 
 
 def bone_matrix(dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -18,7 +18,7 @@ from .bootstrap import Capture, bootstrap_rounds, read_capture
 from .crops import PoseAugment, PoseCache
 from .deploy import export_pose_machine
 from .heatmaps import decode_heatmaps, flip_heatmaps, flip_keypoints, gaussian_heatmaps, heatmap_loss
-from .infer import draw_skeleton, evaluate_pose, find_keypoints, load_pose_machine, predict_files
+from .infer import draw_skeleton, evaluate_pose, find_keypoints, load_pose_machine, predict_files, write_keypoints
 from .keypoints import (
     LSP_FLIP_PAIRS,
     LSP_JOINTS,
@@ -54,4 +54,4 @@ __all__ = ["LSP_FLIP_PAIRS", "LSP_JOINTS", "LSP_LIMBS", "LSP_TORSO", "POSE_RECIP
            "heatmap_loss", "load_pose_machine", "mean_inlier_error", "mean_pixel_error", "pck", "pck_at",
            "pck_curve", "person_box", "plot_pck_curve", "predict_files", "project_points", "read_capture",
            "read_keypoint_data", "select_frames", "torso_size", "train_pose", "triangulate_dlt",
-           "triangulate_ransac", "undistort_points"]
+           "triangulate_ransac", "undistort_points", "write_keypoints"]

@@ -3,6 +3,7 @@ and draw the skeleton on them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .._io import drawing_paths
+from .._io import drawing_paths, write_text_atomically
 from ..data.augment import normalize
 from ..data.folder import image_files, read_image_file
 from ..errors import LightnetsError
@@ -132,3 +133,18 @@ def predict_files(checkpoint: str | Path | PoseMachine, inputs: Sequence[str | P
                           threshold).save(drawing)
         results.append((path, keypoints, confidence))
     return results
+
+
+def write_keypoints(results: Sequence[tuple[Path, np.ndarray, np.ndarray]], joint_names: Sequence[str],
+                    path: str | Path) -> Path:
+    """The keypoints of ``predict_files`` as json: ``joint_names``, and per image its file, ``keypoints`` (x, y in
+    the photo's pixels) and ``confidence``; ``lightnets lift predict`` reads it by the joint names."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        raise LightnetsError(f"the keypoints file must be a .json file, got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path, json.dumps({
+        "joint_names": list(joint_names), "images": [str(file) for file, _, _ in results],
+        "keypoints": [np.round(k, 2).tolist() for _, k, _ in results],
+        "confidence": [np.round(c, 4).tolist() for _, _, c in results]}))
+    return path
