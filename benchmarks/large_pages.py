@@ -5,6 +5,9 @@ one CPU-time budget per row, on real-size book pages.
     lightnets detect synth heldout --preset kuzushiji --pages 30 --seed 1
     python benchmarks/large_pages.py --train pages --val heldout --budget-min 30 --out docs/large_pages.json
 
+Rows can also run as separate one-thread processes side by side (``--rows chips_2stack --threads 1 --out b.json``
+beside the others), joined by ``--merge a.json b.json --out docs/large_pages.json``.
+
 Rows (``--rows``, each trained from the same seed on the same pages for ``--budget-min`` CPU minutes):
 
 - ``whole512``, ``whole1024``: the page letterboxed to 512 or 1024 px, detected the same way.
@@ -87,10 +90,36 @@ def seconds_per_page(run: Path, val: str, chips: bool, top_k: int, pages: int = 
     return statistics.median(times)
 
 
+def report(result: dict[str, Any], out: str | None) -> None:
+    """Print the rows as markdown and write them as JSON to ``out``."""
+    print(f"CPU: {result['cpu']}; {result['threads']} thread(s); {result['budget_min']} CPU min per row")
+    print(format_markdown([{"training": r["row"], "CPU min": f"{r['cpu_min']:.1f}", "epochs": str(r["epochs"]),
+                            "F1": f"{r['f1']:.3f}",
+                            "mAP@0.5": "-" if r["map50"] is None else f"{r['map50']:.3f}",
+                            "mAP": "-" if r["map"] is None else f"{r['map']:.3f}",
+                            "Mpx per epoch": f"{r['pixels_per_epoch'] / 1e6:.1f}",
+                            "of the pyramid": "-" if r["pixel_share"] is None else f"{r['pixel_share']:.2f}",
+                            "s per page": f"{r['s_per_page']:.2f}"} for r in result["rows"]]))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {out}")
+
+
+def merge(files: list[str]) -> dict[str, Any]:
+    """Rows run as separate processes (one row per core), joined in ``ROWS`` order; they must share a machine,
+    thread count and budget."""
+    parts = [json.loads(Path(f).read_text()) for f in files]
+    for key in ("cpu", "threads", "budget_min"):
+        if len({str(p[key]) for p in parts}) > 1:
+            raise SystemExit(f"cannot merge: the files differ in {key}")
+    rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: ROWS.index(r["row"]))
+    return parts[0] | {"rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", required=True, help="training pages (lightnets detect synth --preset kuzushiji)")
-    parser.add_argument("--val", required=True, help="held-out pages (another seed), at least 30")
+    parser.add_argument("--train", help="training pages (lightnets detect synth --preset kuzushiji)")
+    parser.add_argument("--val", help="held-out pages (another seed), at least 30")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"rows to run, of {', '.join(ROWS)}")
     parser.add_argument("--budget-min", type=float, default=30.0, help="CPU minutes of training per row")
     parser.add_argument("--weak-share", type=float, default=0.25, help="chips_neg: the weak detector's share")
@@ -100,8 +129,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the detection recipe's")
     parser.add_argument("--monitor-pages", type=int, default=2, help="held-out pages evaluated after each epoch")
     parser.add_argument("--runs", default="runs/large_pages", help="folder for the rows' runs")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="join these outputs of separate processes instead of training")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
+    if args.merge:
+        report(merge(args.merge), args.out)
+        return
+    if not (args.train and args.val):
+        parser.error("give --train and --val pages (or --merge)")
     chips = ChipConfig(scales=PAGE_SCALES, ranges=PAGE_RANGES)
     out = Path(args.runs)
     rows = []
@@ -123,19 +159,8 @@ def main() -> None:
                      "map": metrics.get("map"), "pixels_per_epoch": pixels,
                      "pixel_share": config.get("chip_stats", {}).get("pixel_share"),
                      "s_per_page": seconds_per_page(run, args.val, is_chips, args.top_k)})
-    cpu = cpu_info()
-    print(f"CPU: {cpu.describe()}; {args.threads} thread(s); {args.budget_min} CPU min per row")
-    print(format_markdown([{"training": r["row"], "CPU min": f"{r['cpu_min']:.1f}", "epochs": str(r["epochs"]),
-                            "F1": f"{r['f1']:.3f}",
-                            "mAP@0.5": "-" if r["map50"] is None else f"{r['map50']:.3f}",
-                            "mAP": "-" if r["map"] is None else f"{r['map']:.3f}",
-                            "Mpx per epoch": f"{r['pixels_per_epoch'] / 1e6:.1f}",
-                            "of the pyramid": "-" if r["pixel_share"] is None else f"{r['pixel_share']:.2f}",
-                            "s per page": f"{r['s_per_page']:.2f}"} for r in rows]))
-    if args.out:
-        Path(args.out).write_text(json.dumps({"cpu": cpu.describe(), "threads": args.threads,
-                                              "budget_min": args.budget_min, "rows": rows}, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    report({"cpu": cpu_info().describe(), "threads": args.threads, "budget_min": args.budget_min, "rows": rows},
+           args.out)
 
 
 if __name__ == "__main__":
