@@ -43,13 +43,14 @@ def run_row(index: int, data: str, budget: float, threads: int, out_dir: Path) -
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| input 2D | KCS | camera loss | P1 MPJPE mm | P2 mm | 3DPCK % | AUC % | symmetry error mm | CPU-min |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| input 2D | KCS | camera loss | P1 MPJPE mm | P2 mm | N-MPJPE mm | 3DPCK % | AUC % | symmetry error mm "
+             "| CPU-min |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: r["row"]):
         m = r["metrics"]
+        n_p1 = f"{m['n_p1_mm']:.1f}" if "n_p1_mm" in m else "-"  # rows measured before N-MPJPE was added
         lines.append(f"| {'GT' if r['inputs'] == 'gt' else 'SH detections'} | {'✓' if r['kcs'] else '✗'} | "
-                     f"{'✓' if r['camera_loss'] else '✗'} | {m['p1_mm']:.1f} | {m['p2_mm']:.1f} | {m['pck3d']:.1f} | "
-                     f"{m['auc']:.1f} | {m['symmetry_mm']:.1f} | {r['train_cpu_min']:.0f} |")
+                     f"{'✓' if r['camera_loss'] else '✗'} | {m['p1_mm']:.1f} | {m['p2_mm']:.1f} | {n_p1} | "
+                     f"{m['pck3d']:.1f} | {m['auc']:.1f} | {m['symmetry_mm']:.1f} | {r['train_cpu_min']:.0f} |")
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from lightnets.lift import (
     bone_matrix,
     camera_rotation,
     create_lifter,
+    joint_errors,
     normalize_2d,
     procrustes_aligned,
     read_h36m,
@@ -149,6 +150,15 @@ def test_procrustes_undoes_a_similarity_but_not_a_reflection():
     assert (procrustes_aligned(moved, truth) - truth).abs().max() < 1e-6
     mirrored = truth * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
     assert (procrustes_aligned(mirrored, truth) - truth).norm(dim=-1).mean() > 20
+
+
+def test_n_mpjpe_forgives_only_the_size_of_a_pose():
+    truth = torch.as_tensor(generated_poses(4, np.random.default_rng(2))[:, list(FROM_H36M17)], dtype=torch.float64)
+    bigger = 1.3 * truth + torch.tensor([5.0, 0.0, 0.0], dtype=torch.float64)  # the root is subtracted too
+    errors = joint_errors(bigger, truth)
+    assert errors["n_p1"].max() < 1e-6 and errors["p1"].mean() > 10
+    turned = truth @ torch.as_tensor(rotation(0.0, 0.5)).T
+    assert joint_errors(turned, truth)["n_p1"].mean() > 10  # a rotation is not forgiven
 
 
 def test_camera_rotation_recovers_the_rotation_of_a_scaled_orthographic_camera():

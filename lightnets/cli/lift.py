@@ -10,7 +10,7 @@ from .options import add_recipe_options, device_name, positive_int, recipe_overr
 
 
 def _summary(metrics: dict[str, float]) -> str:
-    keys = ("p1_mm", "p2_mm", "pck3d", "auc", "symmetry_mm", "symmetry_truth_mm", "poses")
+    keys = ("p1_mm", "p2_mm", "n_p1_mm", "pck3d", "auc", "symmetry_mm", "symmetry_truth_mm", "poses")
     return format_table([{k: str(metrics[k]) for k in keys if k in metrics}])
 
 
