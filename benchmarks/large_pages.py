@@ -5,8 +5,9 @@ one CPU-time budget per row, on real-size book pages.
     lightnets detect synth heldout --preset kuzushiji --pages 30 --seed 1
     python benchmarks/large_pages.py --train pages --val heldout --budget-min 30 --out docs/large_pages.json
 
-Rows can also run as separate one-thread processes side by side (``--rows chips_2stack --threads 1 --out b.json``
-beside the others), joined by ``--merge a.json b.json --out docs/large_pages.json``.
+Each row's figures are also kept in its run folder (``row.json``); ``--reuse`` keeps what a stopped run had trained
+or measured. Rows can also run as separate one-thread processes side by side (``--rows chips_2stack --threads 1
+--out b.json`` beside the others), joined by ``--merge a.json b.json --out docs/large_pages.json``.
 
 Rows (``--rows``, each trained from the same seed on the same pages for ``--budget-min`` CPU minutes):
 
@@ -47,6 +48,7 @@ ROWS = ("whole512", "whole1024", "chips", "chips_neg", "chips_2stack")
 # Chip scales for pages, not SNIPER's COCO ones: characters of 16-450 px need no 3x view (512 px chips at 1x already
 # hold them), and a 3x pass over a 2400x3900 page is ~800 tiles, minutes per page on a CPU. Ranges in page px.
 PAGE_SCALES = (1.0, 0.5, 512.0)
+MAX_EPOCHS = 1000  # never reached: the budget ends every row
 PAGE_RANGES = ((0.0, 120.0), (80.0, 300.0), (250.0, float("inf")))
 
 
@@ -55,7 +57,7 @@ def train_row(row: str, args: argparse.Namespace, out: Path, chips: ChipConfig) 
     # Per-epoch monitoring on a few held-out pages only: tiling a page at 3x is hundreds of tiles.
     monitor = read_detection_data(args.val, class_agnostic=True)
     common: dict[str, Any] = {"class_agnostic": True, "top_k": args.top_k, "threads": args.threads,
-                              "progress": False, "epochs": 1000, "backbone": args.backbone, "exist_ok": True,
+                              "progress": False, "epochs": MAX_EPOCHS, "backbone": args.backbone, "exist_ok": True,
                               "val_data": monitor.subset(range(min(args.monitor_pages, len(monitor)))),
                               **({"batch_size": args.batch_size} if args.batch_size else {})}
     if row.startswith("whole"):
@@ -69,6 +71,13 @@ def train_row(row: str, args: argparse.Namespace, out: Path, chips: ChipConfig) 
                           out=out / "chips_weak", **common).run_dir
     return train_detector(args.train, chips=chips, negatives_from=weak / "last", out=out / row,
                           budget_min=args.budget_min * (1 - args.weak_share), **common).run_dir
+
+
+def trained(run: Path) -> bool:
+    """Whether ``run`` holds a finished training: its last weights, and a last epoch that ended it."""
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
+    return (run / "last.safetensors").is_file() and bool(lines) and (
+        json.loads(lines[-1]).get("budget_stop", False) or json.loads(lines[-1])["epoch"] >= MAX_EPOCHS)
 
 
 def seconds_per_page(run: Path, val: str, chips: bool, top_k: int, pages: int = 5) -> float:
@@ -129,6 +138,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the detection recipe's")
     parser.add_argument("--monitor-pages", type=int, default=2, help="held-out pages evaluated after each epoch")
     parser.add_argument("--runs", default="runs/large_pages", help="folder for the rows' runs")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep rows already trained (or measured: row.json) in --runs instead of training again")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="join these outputs of separate processes instead of training")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
@@ -144,7 +155,11 @@ def main() -> None:
     for row in args.rows.split(","):
         if row not in ROWS:
             parser.error(f"unknown row {row!r}; rows: {', '.join(ROWS)}")
-        run = train_row(row, args, out, chips)
+        saved = out / row / "row.json"
+        if args.reuse and saved.is_file():
+            rows.append(json.loads(saved.read_text()))
+            continue
+        run = out / row if args.reuse and trained(out / row) else train_row(row, args, out, chips)
         config = json.loads((run / "config.json").read_text())
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         is_chips = row.startswith("chips")
@@ -159,6 +174,7 @@ def main() -> None:
                      "map": metrics.get("map"), "pixels_per_epoch": pixels,
                      "pixel_share": config.get("chip_stats", {}).get("pixel_share"),
                      "s_per_page": seconds_per_page(run, args.val, is_chips, args.top_k)})
+        saved.write_text(json.dumps(rows[-1], indent=1) + "\n")
     report({"cpu": cpu_info().describe(), "threads": args.threads, "budget_min": args.budget_min, "rows": rows},
            args.out)
 
