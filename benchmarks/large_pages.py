@@ -48,8 +48,8 @@ ROWS = ("whole512", "whole1024", "chips", "chips_neg", "chips_2stack")
 # Chip scales for pages, not SNIPER's COCO ones: characters of 16-450 px need no 3x view (512 px chips at 1x already
 # hold them), and a 3x pass over a 2400x3900 page is ~800 tiles, minutes per page on a CPU. Ranges in page px.
 PAGE_SCALES = (1.0, 0.5, 512.0)
-MAX_EPOCHS = 1000  # never reached: the budget ends every row
 PAGE_RANGES = ((0.0, 120.0), (80.0, 300.0), (250.0, float("inf")))
+MAX_EPOCHS = 1000  # never reached: the budget ends every row
 
 
 def train_row(row: str, args: argparse.Namespace, out: Path, chips: ChipConfig) -> Path:
@@ -74,10 +74,9 @@ def train_row(row: str, args: argparse.Namespace, out: Path, chips: ChipConfig) 
 
 
 def trained(run: Path) -> bool:
-    """Whether ``run`` holds a finished training: its last weights, and a last epoch that ended it."""
+    """Whether ``run`` holds a finished training: its last weights, and a last epoch that the budget ended."""
     lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
-    return (run / "last.safetensors").is_file() and bool(lines) and (
-        json.loads(lines[-1]).get("budget_stop", False) or json.loads(lines[-1])["epoch"] >= MAX_EPOCHS)
+    return (run / "last.safetensors").is_file() and bool(lines) and json.loads(lines[-1]).get("budget_stop", False)
 
 
 def seconds_per_page(run: Path, val: str, chips: bool, top_k: int, pages: int = 5) -> float:

@@ -191,6 +191,13 @@ def test_command_line_train_eval_and_errors(dataset_dir: Path, tmp_path: Path, c
     assert "PCK@0.2" in printed and "right_ankle" in printed
     assert main(["pose", "eval", str(out), str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
+    drawn = tmp_path / "drawn"
+    assert main(["pose", "predict", str(out), str(dataset_dir / "images"), "--out", str(drawn),
+                 "--keypoints", str(tmp_path / "kp.png")]) == 2
+    assert "must be a .json" in capsys.readouterr().err and not drawn.exists()  # refused before any image
+    assert main(["pose", "predict", str(out), str(dataset_dir / "images"), "--out", str(drawn),
+                 "--keypoints", str(tmp_path / "kp.json")]) == 0
+    assert len(json.loads((tmp_path / "kp.json").read_text())["keypoints"]) == 12
     assert main(["pose", "train", str(dataset_dir), "--val-split", "im00011,im00012", "--out", str(out),
                  "--quiet"]) == 2  # a finished run is never overwritten without --exist-ok
     assert (out / "best.safetensors").is_file()

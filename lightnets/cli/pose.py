@@ -71,9 +71,11 @@ def cmd_pose_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_pose_predict(args: argparse.Namespace) -> int:
-    from ..pose import load_pose_machine, predict_files, write_keypoints
+    from ..pose.infer import keypoints_path, load_pose_machine, predict_files, write_keypoints
     from ..train.run import pick_device
 
+    if args.keypoints:
+        keypoints_path(args.keypoints)  # a wrong name fails before the images are read
     model = load_pose_machine(args.checkpoint, pick_device(args.device))
     results = predict_files(model, args.inputs, out_dir=args.out, threshold=args.threshold,
                             flip_test=not args.no_flip_test, device=args.device)

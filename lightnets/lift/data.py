@@ -125,11 +125,15 @@ def root_centred(pose3d: torch.Tensor) -> torch.Tensor:
     return pose3d - pose3d[..., ROOT:ROOT + 1, :]
 
 
-def _keypoint_array(value: object, source: str) -> np.ndarray:
+def _numbers(value: object, source: str) -> np.ndarray:
     try:
-        array = np.asarray(value, dtype=np.float64)
+        return np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise LightnetsError(f"{source}: keypoints must be numbers") from None
+
+
+def _keypoint_array(value: object, source: str) -> np.ndarray:
+    array = _numbers(value, source)
     if array.ndim == 2 and array.shape[1] == 2 * len(JOINTS):
         array = array.reshape(-1, len(JOINTS), 2)
     if array.ndim == 2:
@@ -184,7 +188,7 @@ def read_keypoints(path: str | Path, joint_order: str = "auto") -> np.ndarray:
     if joint_order == "auto" and names is not None:
         return _keypoint_array(_by_name(value, list(names), str(path)), str(path))
     if joint_order == "h36m17":
-        array = np.asarray(value, dtype=np.float64)
+        array = _numbers(value, str(path))
         if array.shape[-2:] != (17, 2):
             raise LightnetsError(f"{path}: h36m17 keypoints must have 17 joints, got shape {array.shape}")
         value = array[..., list(FROM_H36M17), :]
@@ -195,10 +199,7 @@ def read_keypoints(path: str | Path, joint_order: str = "auto") -> np.ndarray:
 def _by_name(value: object, names: list[str], source: str) -> np.ndarray:
     """Poses whose joints the file names, in our order (a joint the file lacks as the midpoint of two it has)."""
     order = named_joint_order(names, source)
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise LightnetsError(f"{source}: keypoints must be numbers") from None
+    array = _numbers(value, source)
     array = array[None] if array.ndim == 2 else array
     if array.ndim != 3 or array.shape[1:] != (len(names), 2):
         raise LightnetsError(f"{source}: expected poses of its {len(names)} named joints, (N, {len(names)}, 2), "

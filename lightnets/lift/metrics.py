@@ -46,7 +46,7 @@ def joint_errors(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Ten
 def lifting_metrics(pred: torch.Tensor, truth: torch.Tensor, action: np.ndarray,
                     action_names: tuple[str, ...]) -> dict[str, float]:
     """MPJPE P1/P2 and N-MPJPE (mm) averaged over actions (the papers' "Avg" column), 3DPCK@150 mm and AUC (protocol 1),
-    the predicted poses' symmetry error (mm) beside the ground truth's, and per-action P1/P2."""
+    the predicted poses' symmetry error (mm) beside the ground truth's, and per action P1, P2 and N-MPJPE."""
     errors = joint_errors(pred.double(), truth.double())
     action = torch.as_tensor(action, dtype=torch.long)
     out: dict[str, float] = {}

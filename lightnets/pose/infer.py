@@ -135,13 +135,19 @@ def predict_files(checkpoint: str | Path | PoseMachine, inputs: Sequence[str | P
     return results
 
 
+def keypoints_path(path: str | Path) -> Path:
+    """``path`` as a keypoints file to write, refused unless it is a .json (so never over an input image)."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        raise LightnetsError(f"the keypoints file must be a .json file, got {path}")
+    return path
+
+
 def write_keypoints(results: Sequence[tuple[Path, np.ndarray, np.ndarray]], joint_names: Sequence[str],
                     path: str | Path) -> Path:
     """The keypoints of ``predict_files`` as json: ``joint_names``, and per image its file, ``keypoints`` (x, y in
     the photo's pixels) and ``confidence``; ``lightnets lift predict`` reads it by the joint names."""
-    path = Path(path)
-    if path.suffix.lower() != ".json":
-        raise LightnetsError(f"the keypoints file must be a .json file, got {path}")
+    path = keypoints_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path, json.dumps({
         "joint_names": list(joint_names), "images": [str(file) for file, _, _ in results],
