@@ -28,18 +28,19 @@ ROWS = [  # (2D inputs, KCS path, camera loss)
 ]
 
 
-def run_row(index: int, data: str, budget: float, threads: int, out_dir: Path) -> dict:
+def run_row(index: int, data: str, budget: float, threads: int, out_dir: Path, recipe: dict) -> dict:
+    """One row of ROWS; ``recipe`` holds the lifter options and recipe overrides every row shares."""
     inputs, kcs, camera_loss = ROWS[index]
     start_cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime
     start = time.perf_counter()
     result = train_lifter(data, inputs=inputs, kcs=kcs, camera_loss=camera_loss, out=out_dir / f"row{index}",
-                          exist_ok=True, threads=threads, budget_min=budget, epochs=100, progress=False)
+                          exist_ok=True, threads=threads, budget_min=budget, epochs=100, progress=False, **recipe)
     train_cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime - start_cpu  # the final test evaluation included
     metrics = result.metrics
     return {"row": index, "inputs": inputs, "kcs": kcs, "camera_loss": camera_loss, "budget_min": budget,
             "threads": threads, "train_cpu_min": round(train_cpu / 60, 1),
             "wall_min": round((time.perf_counter() - start) / 60, 1), "epochs": result.history[-1]["epoch"],
-            "steps": result.history[-1]["step"], "metrics": metrics}
+            "steps": result.history[-1]["step"], "recipe": recipe, "metrics": metrics}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -61,6 +62,10 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=25.0, help="training CPU minutes per thread per row")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", default="runs/lift_table", help="folder for the rows' run folders")
+    parser.add_argument("--shared-trunk", action="store_true", help="the authors' code's generator layout")
+    parser.add_argument("--loss-norm", default="frobenius", help="frobenius (the paper) or l1 (the authors' code)")
+    parser.add_argument("--batch-size", type=int, default=None, help="instead of the lifting recipe's 256")
+    parser.add_argument("--lr", type=float, default=None, help="instead of the lifting recipe's 1e-3")
     parser.add_argument("--merge", nargs="*", default=None, help="join these json files instead of training")
     parser.add_argument("--out", required=True, help="json to write")
     args = parser.parse_args()
@@ -71,7 +76,9 @@ def main() -> None:
         cpu = cpu_info()
         machine = {"cpu": cpu.name, "flags": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
                                                 if f in cpu.flags], "python": platform.python_version()}
-        rows = [run_row(int(i), args.data, args.budget_min, args.threads, Path(args.runs))
+        recipe = {"shared_trunk": args.shared_trunk, "loss_norm": args.loss_norm}
+        recipe.update({k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None})
+        rows = [run_row(int(i), args.data, args.budget_min, args.threads, Path(args.runs), recipe)
                 for i in args.rows.split(",")]
     Path(args.out).write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     print(markdown(rows))

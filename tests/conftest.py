@@ -1,8 +1,14 @@
+import os
+
 import pytest
 import torch
 from PIL import Image
 
 torch.manual_seed(0)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The suite runs in one process per core (pytest-xdist, see pyproject.toml): one intra-op thread each, so that
+    # the workers do not fight over the cores.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

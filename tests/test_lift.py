@@ -280,13 +280,49 @@ def _save(path, keypoints):
     return path
 
 
+def test_the_authors_code_layout_shares_its_first_block_between_pose_and_camera():
+    w = 8
+    model = create_lifter({"width": w, "blocks": 2, "shared_trunk": True})
+    layer = w * w + w
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert count(model.trunk) == 32 * w + w + 2 * layer
+    assert count(model.generator) == 4 * layer + layer + 48 * w + 48  # 2 blocks, the extra layer, the output
+    assert count(model.camera) == 4 * layer + 6 * w + 6
+    pose2d = normalize_2d(torch.randn(3, 16, 2))
+    before = [t.clone() for t in model(pose2d)]
+    with torch.no_grad():
+        model.trunk[0].bias.add_(1.0)
+    after = model(pose2d)
+    assert all(not torch.allclose(a, b) for a, b in zip(before, after, strict=True))
+    assert after[0].shape == (3, 16, 3) and after[1].shape == (3, 2, 3)
+
+
+def test_l1_losses_are_the_authors_codes_weighted_mean_absolute_errors():
+    torch.manual_seed(0)
+    model = create_lifter({"width": 16, "blocks": 1})
+    batch = {"pose2d": normalize_2d(torch.randn(4, 16, 2)), "real": torch.randn(4, 16, 3) * 0.3}
+    _, frobenius = LiftTask(loss_norm="frobenius")(model, batch)
+    _, l1 = LiftTask(loss_norm="l1")(model, batch)
+    pose3d, k = model(batch["pose2d"])
+    error = (batch["pose2d"] - torch.einsum("bij,bnj->bni", k, pose3d)).abs()
+    weights = torch.ones(16)
+    weights[[JOINTS.index("Neck"), JOINTS.index("Head")]] = 0.1
+    assert torch.allclose(l1["rep"], (error * weights[:, None]).sum((1, 2)).mean() / 32, atol=1e-6)
+    kk = k @ k.transpose(1, 2)
+    scaled = 2 / kk.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None] * kk - torch.eye(2)
+    assert torch.allclose(l1["cam"], scaled.abs().sum((1, 2)).mean(), atol=1e-6)
+    assert torch.allclose(frobenius["cam"], scaled.flatten(1).norm(dim=1).mean(), atol=1e-6)
+
+
 def test_train_eval_predict_and_resume_through_the_command_line(tmp_path, h36m, capsys):
     run = tmp_path / "run"
     common = ["--data", str(h36m), "--width", "32", "--blocks", "1", "--batch-size", "64", "--threads", "1",
               "--amp", "none", "--quiet"]
-    assert main(["lift", "train", *common, "--inputs", "sh", "--epochs", "2", "--out", str(run)]) == 0
+    assert main(["lift", "train", *common, "--inputs", "sh", "--epochs", "2", "--shared-trunk", "--loss-norm", "l1",
+                 "--out", str(run)]) == 0
     record = json.loads((run / "config.json").read_text())
     assert record["kind"] == "lift" and record["skipped"] == {"train": 0, "test": 3}
+    assert record["loss_norm"] == "l1" and record["lifter"]["shared_trunk"]
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2] and all(math.isfinite(r["val_p1_mm"]) for r in lines)
     assert main(["lift", "train", "--resume", str(run), "--epochs", "3", "--quiet"]) == 0

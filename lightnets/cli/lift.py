@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..lift.train import RECIPE_FIELDS_UNUSED
+from ..lift.train import LOSS_NORMS, RECIPE_FIELDS_UNUSED
 from ..report import format_table
 from .options import add_recipe_options, device_name, positive_int, recipe_overrides
 
@@ -18,7 +18,8 @@ def cmd_lift_train(args: argparse.Namespace) -> int:
     from ..lift import LIFT_RECIPE, train_lifter
 
     result = train_lifter(args.data, inputs=args.inputs, kcs=not args.no_kcs, camera_loss=not args.no_camera_loss,
-                          width=args.width, blocks=args.blocks, recipe=LIFT_RECIPE, out=args.out,
+                          width=args.width, blocks=args.blocks, shared_trunk=args.shared_trunk,
+                          loss_norm=args.loss_norm, recipe=LIFT_RECIPE, out=args.out,
                           exist_ok=args.exist_ok, resume=args.resume, device=args.device,
                           progress=not args.quiet, **recipe_overrides(args, exclude=RECIPE_FIELDS_UNUSED))
     print(_summary(result.metrics))
@@ -69,6 +70,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--width", type=positive_int, default=1000,
                    help="units per layer of the generator and camera network")
     d.add_argument("--blocks", type=positive_int, default=2, help="residual blocks of the generator and camera network")
+    d.add_argument("--shared-trunk", action="store_true", help="the authors' code's layout: the generator and "
+                   "camera network share their first residual block")
+    d.add_argument("--loss-norm", choices=LOSS_NORMS, default="frobenius", help="reprojection and camera loss: the "
+                   "paper's Frobenius norm, or the authors' code's joint-weighted L1")
     add_recipe_options(d, None, exclude=RECIPE_FIELDS_UNUSED)
     d.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads (default: the fastest measured here)")

@@ -2,10 +2,12 @@
 with a kinematic-chain-space (KCS) path, as the paper and the authors' code build them.
 
 Widths and depths follow the authors' code: fully connected layers of 1000 units with leaky ReLU (slope 0.3,
-Keras' default, which the code uses) in residual blocks of two layers; the generator and the camera network each
-have an input layer and ``blocks`` residual blocks (the paper's separate networks; the authors' later code shares
-the first block between them). The critic has a pose path of 100-unit layers and a KCS path of 1000-unit layers
-on Ψ = BᵀB (B = X C, the bone vectors), joined by a 100-unit layer.
+Keras' default, which the code uses) in residual blocks of two layers. Two layouts of the generator and camera
+network: the paper's separate networks (each an input layer and ``blocks`` residual blocks), and with
+``shared_trunk`` the authors' released code, which they say works better: an input layer and one residual block
+shared by both, then ``blocks`` residual blocks each, the pose branch with one more 1000-unit layer before its
+output. The critic has a pose path of 100-unit layers and a KCS path of 1000-unit layers on Ψ = BᵀB (B = X C, the
+bone vectors), joined by a 100-unit layer.
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ class Residual(nn.Module):
         return self.act(x + self.fc2(self.act(self.fc1(x))))
 
 
+def _trunk(inputs: int, width: int, blocks: int) -> list[nn.Module]:
+    return [nn.Linear(inputs, width), nn.LeakyReLU(SLOPE), *(Residual(width) for _ in range(blocks))]
+
+
 def _regressor(inputs: int, outputs: int, width: int, blocks: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inputs, width), nn.LeakyReLU(SLOPE), *(Residual(width) for _ in range(blocks)),
-                         nn.Linear(width, outputs))
+    return nn.Sequential(*_trunk(inputs, width, blocks), nn.Linear(width, outputs))
 
 
 class Critic(nn.Module):
@@ -72,18 +77,25 @@ class RepNet(nn.Module):
     """The generator (normalised 2D (B, 16, 2) → 3D (B, 16, 3)), the camera network (→ K, (B, 2, 3)) and the
     critic, in one module so that one checkpoint holds the whole adversarial state."""
 
-    def __init__(self, width: int = 1000, blocks: int = 2, kcs: bool = True) -> None:
+    def __init__(self, width: int = 1000, blocks: int = 2, kcs: bool = True, shared_trunk: bool = False) -> None:
         super().__init__()
         n = len(JOINTS)
-        self.config = {"width": width, "blocks": blocks, "kcs": kcs}
-        self.generator = _regressor(2 * n, 3 * n, width, blocks)
-        self.camera = _regressor(2 * n, 6, width, blocks)
+        self.config = {"width": width, "blocks": blocks, "kcs": kcs, "shared_trunk": shared_trunk}
+        if shared_trunk:
+            self.trunk = nn.Sequential(*_trunk(2 * n, width, 1))
+            self.generator = nn.Sequential(*(Residual(width) for _ in range(blocks)), nn.Linear(width, width),
+                                           nn.LeakyReLU(SLOPE), nn.Linear(width, 3 * n))
+            self.camera = nn.Sequential(*(Residual(width) for _ in range(blocks)), nn.Linear(width, 6))
+        else:
+            self.trunk = nn.Identity()
+            self.generator = _regressor(2 * n, 3 * n, width, blocks)
+            self.camera = _regressor(2 * n, 6, width, blocks)
         self.critic = Critic(kcs)
 
     def forward(self, pose2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The 3D pose and the camera K of normalised 2D poses."""
-        flat = pose2d.flatten(1)
-        return self.generator(flat).view(-1, len(JOINTS), 3), self.camera(flat).view(-1, 2, 3)
+        features = self.trunk(pose2d.flatten(1))
+        return self.generator(features).view(-1, len(JOINTS), 3), self.camera(features).view(-1, 2, 3)
 
 
 def create_lifter(config: dict[str, Any] | None = None) -> RepNet:

@@ -31,6 +31,7 @@ from ..train.speed import settle_speed
 from .data import INPUTS, TEST_SUBJECTS, TRAIN_SUBJECTS, PoseSet, normalize_2d, read_h36m
 from .metrics import lifting_metrics
 from .model import RepNet, create_lifter, in_camera_frame
+from .skeleton import JOINTS
 
 KIND = "lift"
 BETAS = (0.5, 0.9)
@@ -70,21 +71,38 @@ class LiftBatches:
             yield {"pose2d": self.inputs[order[rows].to(self.device)], "real": self.real[drawn[rows].to(self.device)]}
 
 
+LOSS_NORMS = ("frobenius", "l1")
+# The authors' code weights the reprojection error of the neck and the head by 0.1: detectors trained on MPII
+# place them differently from Human3.6M's markers.
+REPROJECTION_WEIGHTS = tuple(0.1 if joint in ("Neck", "Head") else 1.0 for joint in JOINTS)
+
+
 @dataclass
 class LiftTask:
-    """RepNet's losses: reprojection ‖W − KX‖_F, camera ‖2/tr(KKᵀ)·KKᵀ − I‖_F, the Wasserstein term against the
-    critic, and the critic's own loss with a gradient penalty (weight 10, as WGAN-GP)."""
+    """RepNet's losses: reprojection ‖W − KX‖, camera ‖2/tr(KKᵀ)·KKᵀ − I‖, the Wasserstein term against the
+    critic, and the critic's own loss with a gradient penalty (weight 10, as WGAN-GP).
+
+    ``loss_norm`` "frobenius" is the paper's norm (per pose); "l1" is the authors' code: the mean absolute error
+    per coordinate weighted per joint (``REPROJECTION_WEIGHTS``), and the sum of absolute values for the camera."""
 
     camera_loss: bool = True
+    loss_norm: str = "frobenius"
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         net: RepNet = getattr(model, "module", model)
         w, real = batch["pose2d"], batch["real"]
         pose3d, k = net(w)
-        reprojection = (w.transpose(1, 2) - k @ pose3d.transpose(1, 2)).flatten(1).norm(dim=1).mean()
+        error = w - (k @ pose3d.transpose(1, 2)).transpose(1, 2)  # (B, 16, 2)
         kk = k @ k.transpose(1, 2)
         trace = kk.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None].clamp_min(1e-8)
-        camera = (2 / trace * kk - torch.eye(2, device=k.device)).flatten(1).norm(dim=1).mean()
+        camera_error = (2 / trace * kk - torch.eye(2, device=k.device)).flatten(1)
+        if self.loss_norm == "l1":
+            weights = torch.tensor(REPROJECTION_WEIGHTS, device=w.device)[:, None]
+            reprojection = (error.abs() * weights).flatten(1).mean(dim=1).mean()
+            camera = camera_error.abs().sum(dim=1).mean()
+        else:
+            reprojection = error.flatten(1).norm(dim=1).mean()
+            camera = camera_error.norm(dim=1).mean()
         frozen = {name: p.detach() for name, p in net.critic.named_parameters()}
         adversarial = -functional_call(net.critic, frozen, (pose3d,)).mean()
         fake = pose3d.detach()
@@ -127,13 +145,15 @@ def evaluation(test: PoseSet) -> Evaluate:
 
 
 def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = True, camera_loss: bool = True,
-                 width: int = 1000, blocks: int = 2, recipe: str | Recipe = LIFT_RECIPE,
+                 width: int = 1000, blocks: int = 2, shared_trunk: bool = False, loss_norm: str = "frobenius",
+                 recipe: str | Recipe = LIFT_RECIPE,
                  out: str | Path | None = None, exist_ok: bool = False, resume: str | Path | None = None,
                  device: str | None = None, threads: int | None = None, progress: bool = True,
                  **overrides: Any) -> RunResult:
     """Train RepNet on Human3.6M (the npz of ``read_h36m``): 2D ``inputs`` ("gt" or "sh") of the training subjects
     S1, S5, S6, S7, S8 for the generator, their 3D poses (unpaired) for the critic; evaluated on S9 and S11.
-    ``kcs`` and ``camera_loss`` are the paper's ablations. ``resume`` continues the run in that folder."""
+    ``kcs`` and ``camera_loss`` are the paper's ablations; ``shared_trunk`` and ``loss_norm`` "l1" are the authors'
+    released code (see ``RepNet`` and ``LiftTask``). ``resume`` continues the run in that folder."""
     recorded = None
     if resume is not None:
         run = Run.resume(resume, KIND)
@@ -141,12 +161,15 @@ def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = Tru
         rec = run.recipe(**overrides)
         data, inputs, kcs, camera_loss = cfg["data"], cfg["inputs"], cfg["kcs"], cfg["camera_loss"]
         width, blocks = cfg["lifter"]["width"], cfg["lifter"]["blocks"]
+        shared_trunk, loss_norm = cfg["lifter"].get("shared_trunk", False), cfg.get("loss_norm", "frobenius")
         recorded = cfg.get("speed")
     else:
         if data is None:
             raise LightnetsError("give the Human3.6M data (--data h36m.npz), or resume a run")
         if inputs not in INPUTS:
             raise LightnetsError(f"unknown 2D inputs {inputs!r}; choose from {', '.join(INPUTS)}")
+        if loss_norm not in LOSS_NORMS:
+            raise LightnetsError(f"unknown loss norm {loss_norm!r}; choose from {', '.join(LOSS_NORMS)}")
         rec = get_recipe(recipe, **overrides)
         refuse_existing(out, exist_ok)
         run = None
@@ -154,12 +177,13 @@ def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = Tru
     dev = pick_device(device)
     train_set = read_h36m(data, inputs, TRAIN_SUBJECTS)
     test_set = read_h36m(data, inputs, TEST_SUBJECTS)
-    model = create_lifter({"width": width, "blocks": blocks, "kcs": kcs})
+    model = create_lifter({"width": width, "blocks": blocks, "kcs": kcs, "shared_trunk": shared_trunk})
     rec, speed = settle_speed(model, rec.replace(channels_last=False), (16, 2), dev, threads=threads,
                               cache_key={"lifter": model.config}, recorded=recorded, progress=progress)
     with thread_count(speed.threads):
         model = model.to(dev)
-        config = {"data": str(data), "inputs": inputs, "kcs": kcs, "camera_loss": camera_loss, "lifter": model.config,
+        config = {"data": str(data), "inputs": inputs, "kcs": kcs, "camera_loss": camera_loss, "loss_norm": loss_norm,
+                  "lifter": model.config,
                   "recipe": rec.to_dict(), "train_subjects": list(TRAIN_SUBJECTS), "test_subjects": list(TEST_SUBJECTS),
                   "train_poses": len(train_set), "test_poses": len(test_set),
                   "skipped": {"train": train_set.skipped, "test": test_set.skipped}, "device": str(dev),
@@ -174,7 +198,7 @@ def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = Tru
                           seed=rec.seed, time_budget=rec.budget_min * 60 if rec.budget_min else None,
                           progress=progress)
         optimizer = make_optimizer(model, rec, betas=BETAS)
-        history = run.fit(model, LiftTask(camera_loss), batches, optimizer, make_schedule(rec), loop,
+        history = run.fit(model, LiftTask(camera_loss, loss_norm), batches, optimizer, make_schedule(rec), loop,
                           evaluate=evaluation(held), meta=meta)
         metrics = pose_set_metrics(model, test_set)
     plot_curves(history, run.dir / "curves.png")
