@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lightnets.bench.machine import cpu_info
 from lightnets.lift import train_lifter
+from lightnets.lift.train import LOSS_NORMS
 
 ROWS = [  # (2D inputs, KCS path, camera loss)
     ("gt", True, True),
@@ -63,7 +64,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", default="runs/lift_table", help="folder for the rows' run folders")
     parser.add_argument("--shared-trunk", action="store_true", help="the authors' code's generator layout")
-    parser.add_argument("--loss-norm", default="frobenius", help="frobenius (the paper) or l1 (the authors' code)")
+    parser.add_argument("--loss-norm", choices=LOSS_NORMS, default="frobenius",
+                        help="frobenius (the paper) or l1 (the authors' code)")
     parser.add_argument("--batch-size", type=int, default=None, help="instead of the lifting recipe's 256")
     parser.add_argument("--lr", type=float, default=None, help="instead of the lifting recipe's 1e-3")
     parser.add_argument("--merge", nargs="*", default=None, help="join these json files instead of training")

@@ -98,7 +98,7 @@ class LiftTask:
         camera_error = (2 / trace * kk - torch.eye(2, device=k.device)).flatten(1)
         if self.loss_norm == "l1":
             weights = torch.tensor(REPROJECTION_WEIGHTS, device=w.device)[:, None]
-            reprojection = (error.abs() * weights).flatten(1).mean(dim=1).mean()
+            reprojection = (error.abs() * weights).mean()  # every pose has 32 coordinates: the mean of means
             camera = camera_error.abs().sum(dim=1).mean()
         else:
             reprojection = error.flatten(1).norm(dim=1).mean()
