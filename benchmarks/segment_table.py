@@ -8,6 +8,11 @@ per-class IoU of the last checkpoint (from the run's ``val_metrics.jsonl``), par
 latency at 480x360 and 1024x2048 (Cityscapes size), eager and on the deploy path (batch norm folded, ONNX Runtime),
 all rows of one size timed side by side (``lightnets.segment.segmenter_latency``) with random weights: latency
 does not depend on them.
+
+``--merge FILE`` keeps the rows of an earlier run of this script (their training figures and the machine they trained
+on) beside the new ones, and times every row again here, so that one table's latencies all come from one machine.
+
+    python benchmarks/segment_table.py --runs runs/fcn-128 --merge docs/segmentation.json --out docs/segmentation.json
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ SIZES = ((360, 480), (1024, 2048))
 HEAD_NAMES = {"lraspp": "LR-ASPP", "raspp": "R-ASPP", "fcn": "FCN"}
 
 
-def run_row(run_dir: Path) -> dict[str, Any]:
-    """What a finished run folder says about its training and its final validation metrics."""
+def run_row(run_dir: Path, here: str) -> dict[str, Any]:
+    """What a finished run folder says about its training and its final validation metrics. A run from before
+    lightnets recorded the machine is taken to have trained on this one (``here``), with a warning."""
     config = json.loads((run_dir / "config.json").read_text())
+    if "machine" not in config:
+        print(f"warning: {run_dir} does not record its machine; taken to be this one")
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     final = [json.loads(line) for line in (run_dir / "val_metrics.jsonl").read_text().splitlines()][-1]
     last = history[-1]
@@ -42,7 +50,17 @@ def run_row(run_dir: Path) -> dict[str, Any]:
             "class_weights": config["class_weights"], "val_images": config["val_images"],
             "miou": final["miou"], "pixel_acc": final["pixel_acc"], "mean_acc": final["mean_acc"],
             "iou": {k[4:]: v for k, v in final.items() if k.startswith("iou_")},
-            "best_epoch_miou": max(r["val_miou"] for r in history)}
+            "best_epoch_miou": max(r["val_miou"] for r in history),
+            "trained_on": config.get("machine", here)}
+
+
+def merged_rows(earlier: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The earlier file's rows, each with the machine it trained on, then the new rows (which replace any earlier
+    row of the same run name)."""
+    previous = json.loads(earlier.read_text())
+    names = {r["run"] for r in new}
+    kept = [{"trained_on": previous["cpu"], **r} for r in previous["rows"] if r["run"] not in names]
+    return kept + new
 
 
 def main() -> None:
@@ -50,9 +68,13 @@ def main() -> None:
     parser.add_argument("--runs", required=True, metavar="DIR[,DIR...]", help="segmentation run folders")
     parser.add_argument("--threads", type=int, default=1, help="threads for the latency (default 1)")
     parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed runs per row, path and size")
+    parser.add_argument("--merge", default=None, metavar="FILE", help="keep the rows of this earlier --out file")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
-    rows = [run_row(Path(d)) for d in args.runs.split(",")]
+    cpu = cpu_info()
+    rows = [run_row(Path(d), cpu.describe()) for d in args.runs.split(",")]
+    if args.merge:
+        rows = merged_rows(Path(args.merge), rows)
     specs = [{"name": r["run"], **r["segmenter"]} for r in rows]
     timed = segmenter_latency(specs, sizes=SIZES, backends=("eager", "onnxruntime"), threads=args.threads,
                               min_time=args.min_time)
@@ -61,15 +83,17 @@ def main() -> None:
                            for t in timed if t.name == r["run"] and t.timing is not None}
         r["params"], r["macs_480x360"] = next((t.params, t.macs) for t in timed
                                               if t.name == r["run"] and t.input_size == SIZES[0])
-    cpu = cpu_info()
     print(f"CPU: {cpu.describe()}; latency on {args.threads} thread(s)")
     table = [{"backbone": r["backbone"], "head": r["head"], "RF2": "yes" if r["rf2"] else "no",
               "filters": str(r["filters"]), "OS": str(r["output_stride"]),
-              "CPU min": f"{r['used_min']:.1f}", "epochs": f"{r['epochs']:.1f}",
+              "trained on": r["trained_on"].split(" (")[0], "CPU min": f"{r['used_min']:.1f}",
+              "epochs": f"{r['epochs']:.1f}",
               "val mIoU %": f"{r['miou']:.1f}", "pixel acc %": f"{r['pixel_acc']:.1f}",
               "params M": f"{r['params'] / 1e6:.2f}", "GMACs 480x360": f"{r['macs_480x360'] / 1e9:.2f}",
               **{f"ms {key}": f"{value:.0f}" for key, value in r["latency_ms"].items()}} for r in rows]
     print(format_markdown(table))
+    for machine in dict.fromkeys(r["trained_on"] for r in rows):
+        print(f"trained on {machine}")
     classes = list(rows[0]["iou"])
     print(format_markdown([{"row": f"{r['backbone']} {r['head']}-{r['filters']}{' RF2' if r['rf2'] else ''}",
                             **{c: f"{r['iou'][c]:.1f}" for c in classes}} for r in rows]))

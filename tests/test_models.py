@@ -6,6 +6,8 @@ import pytest
 import torch
 
 import lightnets
+from lightnets.layers.blocks import InvertedResidual
+from lightnets.layers.conv import IN_PLACE_ACTIVATIONS, ConvBnAct
 from lightnets.models.efficientnet import EFFICIENTNET_TABLE, compound_coefficients
 
 ALL = lightnets.list_models()
@@ -167,25 +169,44 @@ def test_count_per_module_sums_to_total():
     assert sum(counts.macs_by_module.get(p, 0) for p in parts) == counts.macs
 
 
-@pytest.mark.parametrize("name", ["mobilenetv1_025_cifar", "densenet_k16_1_2_4_3_cifar", "peleenet_cifar"])
-def test_in_place_relu_keeps_outputs_and_gradients(name):
-    """The ReLUs that overwrite their input give the same outputs and gradients as out-of-place ones."""
+@pytest.mark.parametrize("name", ["mobilenetv1_025_cifar", "densenet_k16_1_2_4_3_cifar", "peleenet_cifar",
+                                  "mobilenetv3_small_075_cifar", "efficientnet_b0_cifar"])
+def test_in_place_activations_keep_outputs_and_gradients(name):
+    """The activations that overwrite their input (ReLU, hard swish, SiLU after a batch norm) and the in-place
+    residual sum give the same outputs and gradients as out-of-place activations."""
     torch.manual_seed(0)
     model = lightnets.create_model(name)
-    relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
-    assert relus and all(m.inplace for m in relus)
+    after_batch_norm = [m[-1] for m in model.modules() if isinstance(m, ConvBnAct) and len(m) == 3]
+    assert all(m.inplace for m in after_batch_norm)
+    in_place = [m for m in model.modules() if isinstance(m, IN_PLACE_ACTIVATIONS) and m.inplace]
+    assert len(in_place) >= 10
     images = torch.randn(4, 3, 32, 32)
 
     def loss_and_grads():
         model.zero_grad()
+        torch.manual_seed(1)  # the same dropout and drop-path masks both times
         loss = model(images).square().sum()
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
     loss_in_place, grads_in_place = loss_and_grads()
-    for m in relus:
+    for m in in_place:
         m.inplace = False
     loss_out_of_place, grads_out_of_place = loss_and_grads()
     assert torch.allclose(loss_in_place, loss_out_of_place)
     for a, b in zip(grads_in_place, grads_out_of_place, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_inverted_residual_adds_its_input_once_and_leaves_it_untouched():
+    """The in-place residual sum is input + branch, and the block's input (an earlier block's output, which a
+    feature pyramid may hold) is not overwritten."""
+    torch.manual_seed(0)
+    block = InvertedResidual(16, 64, 16, kernel_size=3, act=torch.nn.Hardswish, se_chs=16).eval()
+    x = torch.randn(2, 16, 8, 8)
+    kept = x.clone()
+    with torch.no_grad():
+        branch = block.project(block.se(block.depthwise(block.expand(x))))
+        out = block(x)
+    assert torch.equal(x, kept)
+    assert torch.allclose(out, x + branch, atol=1e-6)

@@ -6,6 +6,7 @@ import pytest
 
 from lightnets import LightnetsError
 from lightnets._io import JsonLog
+from lightnets.bench.machine import cpu_info
 from lightnets.train import Run
 from lightnets.train.recipes import Recipe
 
@@ -15,6 +16,7 @@ def test_start_writes_the_record_and_exist_ok_clears_only_what_a_run_writes(tmp_
     run = Run.start(out, "net", "search", {"space": "s", "data": "d"}, written=("config.json", "candidates.jsonl"))
     record = json.loads((out / "config.json").read_text())
     assert record["kind"] == "search" and record["space"] == "s" and "started" in record and run.dir == out
+    assert record["machine"] == cpu_info().describe()  # a budgeted run's figures belong to the CPU it ran on
     (out / "candidates.jsonl").write_text("{}\n")
     (out / "notes.txt").write_text("the user's own file")
     with pytest.raises(LightnetsError, match="already exists and is not empty"):

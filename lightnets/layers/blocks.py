@@ -85,5 +85,6 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.depthwise(self.expand(x))))
         if self.use_residual:
-            out = x + self.drop_path(out)
+            out = self.drop_path(out)
+            out += x  # in place, as torchvision's: the projection's batch-norm output is not needed for backward
         return out

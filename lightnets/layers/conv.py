@@ -24,13 +24,17 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
-def in_place_if_relu(act: nn.Module) -> nn.Module:
-    """Make a ReLU overwrite its input, as timm's and torchvision's do, saving one activation-sized tensor.
+IN_PLACE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU)
 
-    Safe after a batch norm: ReLU's backward needs only its output and batch norm's needs only its input.
-    Other activations are left as they are, since their backward reads their input.
+
+def in_place_activation(act: nn.Module) -> nn.Module:
+    """Make an activation that follows a batch norm overwrite its input, as timm's and torchvision's do.
+
+    Batch norm's backward needs only its input, so its output may be overwritten. ReLU's backward reads its own
+    output, so in training it saves an activation-sized tensor; for hard swish and SiLU autograd keeps what their
+    backward needs itself, so training memory is unchanged. Inference skips one activation-sized allocation per layer.
     """
-    if isinstance(act, (nn.ReLU, nn.ReLU6)):
+    if isinstance(act, IN_PLACE_ACTIVATIONS):
         act.inplace = True
     return act
 
@@ -94,7 +98,7 @@ class ConvBnAct(nn.Sequential):
             nn.BatchNorm2d(out_chs, eps=bn_eps),
         ]
         if act is not None:
-            layers.append(in_place_if_relu(act()))
+            layers.append(in_place_activation(act()))
         super().__init__(*layers)
         self.out_chs = out_chs
 

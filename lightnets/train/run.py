@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .._io import JsonLog, is_temp_file, remove_stale_temp_files, write_text_atomically
+from ..bench.machine import cpu_info
 from ..errors import LightnetsError
 from .loop import BatchSource, Evaluate, LoopConfig, Task, fit, rank_and_world
 from .recipes import Recipe
@@ -183,7 +184,8 @@ class Run:
             shared = [str(run_dir)]
             dist.broadcast_object_list(shared)
             run_dir = Path(shared[0])
-        record = {"kind": kind, **record, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        record = {"kind": kind, **record, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "machine": cpu_info().describe()}  # a budgeted run's figures are this CPU's figures
         run = cls(run_dir, record)
         if rank == 0:
             run.save()
