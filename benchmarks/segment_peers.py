@@ -48,6 +48,7 @@ from pretrained_peers import import_peers  # noqa: E402
 
 from lightnets import __version__, create_model  # noqa: E402
 from lightnets.bench import count_params, cpu_info  # noqa: E402
+from lightnets.bench.backends import BACKENDS, check_backends  # noqa: E402
 from lightnets.deploy.onnx import DEFAULT_ATOL, _quiet, fold_batchnorm, run_outputs, tolerance  # noqa: E402
 from lightnets.models.base import randomize_batch_norms  # noqa: E402
 from lightnets.report import format_markdown  # noqa: E402
@@ -58,7 +59,7 @@ from lightnets.weights.keymaps import to_lightnets  # noqa: E402
 
 NUM_CLASSES = 21
 OURS, THEIRS = "lightnets lraspp mobilenetv3_large_100", "torchvision lraspp_mobilenet_v3_large"
-BACKENDS = ("eager", "onnxruntime")
+DEFAULT_BACKENDS = ("eager", "onnxruntime")
 PARITY_ATOL = 1e-5
 # torchvision's LR-ASPP head -> ours (our ConvBnAct is a Sequential too: conv 0, batch norm 1)
 HEAD_KEYS = {"cbr.0": "branch.0", "cbr.1": "branch.1", "scale.1": "scale.1", "low_classifier": "low_classifier",
@@ -243,11 +244,21 @@ def sizes_arg(text: str) -> list[tuple[int, int]]:
         raise argparse.ArgumentTypeError(f"sizes are HxW[,HxW...], e.g. 360x480,1024x2048; got {text!r}") from None
 
 
+def backends_arg(text: str) -> list[str]:
+    try:
+        return check_backends(text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the figures as JSON here (e.g. docs/segment_peers.json)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for every path (default 1)")
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds of timing per model and path")
+    parser.add_argument("--backends", type=backends_arg, default=DEFAULT_BACKENDS,
+                        metavar="NAME[,NAME...]", help=f"paths to time, of {', '.join(BACKENDS)} "
+                        f"(default {','.join(DEFAULT_BACKENDS)}); the runtimes run the same deploy files")
     parser.add_argument("--sizes", type=sizes_arg, default=[(360, 480), (1024, 2048)], help="HxW[,HxW...]")
     parser.add_argument("--export-python", help="an interpreter with onnxscript for the exports, where this one "
                         "has none (default: the project's .venv)")
@@ -278,7 +289,7 @@ def main() -> int:
         paths = {OURS: Path(tmp) / "ours.onnx", THEIRS: Path(tmp) / "theirs.onnx"}
         rows = []
         for size in args.sizes:
-            rows += time_segmenters({OURS: mine, THEIRS: theirs}, size, BACKENDS, threads=args.threads,
+            rows += time_segmenters({OURS: mine, THEIRS: theirs}, size, args.backends, threads=args.threads,
                                     min_time=args.min_time, onnx_paths=paths)
             print(f"timed {size[0]}x{size[1]}", file=sys.stderr, flush=True)
     records = ratio_rows(rows)

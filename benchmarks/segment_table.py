@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from segment_peers import backends_arg
+
 from lightnets.bench.machine import cpu_info
 from lightnets.report import format_markdown
 from lightnets.segment import segmenter_latency
@@ -68,6 +70,8 @@ def main() -> None:
     parser.add_argument("--runs", required=True, metavar="DIR[,DIR...]", help="segmentation run folders")
     parser.add_argument("--threads", type=int, default=1, help="threads for the latency (default 1)")
     parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed runs per row, path and size")
+    parser.add_argument("--backends", type=backends_arg, default=["eager", "onnxruntime"], metavar="NAME[,NAME...]",
+                        help="paths to time (default eager,onnxruntime; openvino and openvino_bf16 run the same file)")
     parser.add_argument("--merge", default=None, metavar="FILE", help="keep the rows of this earlier --out file")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
@@ -76,7 +80,7 @@ def main() -> None:
     if args.merge:
         rows = merged_rows(Path(args.merge), rows)
     specs = [{"name": r["run"], **r["segmenter"]} for r in rows]
-    timed = segmenter_latency(specs, sizes=SIZES, backends=("eager", "onnxruntime"), threads=args.threads,
+    timed = segmenter_latency(specs, sizes=SIZES, backends=args.backends, threads=args.threads,
                               min_time=args.min_time)
     for r in rows:
         r["latency_ms"] = {f"{t.input_size[1]}x{t.input_size[0]} {t.backend}": t.timing.median_ms

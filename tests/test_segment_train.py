@@ -88,6 +88,18 @@ def test_segment_commands_end_to_end(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["miou", "pixel_acc", "mean_acc"]
     assert any(line.split()[0] == "road" for line in lines[3:])
+    checkpoint_figures = lines[2].split()
+
+    # the exported file, evaluated on its runtime, on the same images: the same figures up to near-tie pixels
+    if importlib.util.find_spec("onnxscript") and importlib.util.find_spec("onnxruntime"):
+        assert main(["segment", "export", str(run), "--out", str(tmp_path / "seg.onnx")]) == 0
+        capsys.readouterr()
+        assert main(["segment", "eval", str(tmp_path / "seg.onnx"), str(data), "--runtime", "onnxruntime",
+                     "--threads", "1"]) == 0
+        exported_figures = capsys.readouterr().out.splitlines()[2].split()
+        assert all(abs(float(a) - float(b)) < 0.5 for a, b in zip(exported_figures, checkpoint_figures, strict=True))
+    assert main(["segment", "eval", str(run), str(data), "--runtime", "openvino"]) == 2
+    assert "--runtime runs an exported .onnx file" in capsys.readouterr().err
 
     assert main(["segment", "predict", str(run), str(data / "val" / "images"), "--out", str(drawn),
                  "--save-masks"]) == 0

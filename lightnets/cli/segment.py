@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..deploy.runtimes import RUNTIMES
+from ..errors import LightnetsError
 from ..report import format_markdown, format_table
 from ..segment.model import HEADS
 from ..segment.train import RECIPE_FIELDS_UNUSED
@@ -45,11 +47,20 @@ def cmd_segment_train(args: argparse.Namespace) -> int:
 
 
 def cmd_segment_eval(args: argparse.Namespace) -> int:
-    from ..segment import evaluate_segmenter
+    from ..segment import evaluate_exported, evaluate_segmenter
 
-    metrics, confusion = evaluate_segmenter(args.checkpoint, args.data, None if args.split == "all" else args.split,
-                                            classes_file=args.classes, palette_file=args.palette,
-                                            batch_size=args.batch_size, device=args.device)
+    split = None if args.split == "all" else args.split
+    if Path(args.checkpoint).suffix == ".onnx":
+        metrics, confusion = evaluate_exported(args.checkpoint, args.data, split, runtime=args.runtime or "onnxruntime",
+                                               threads=args.threads, classes_file=args.classes,
+                                               palette_file=args.palette)
+    elif args.runtime:
+        raise LightnetsError(f"--runtime runs an exported .onnx file, and {args.checkpoint} is a checkpoint; export "
+                             "it first with `lightnets segment export`")
+    else:
+        metrics, confusion = evaluate_segmenter(args.checkpoint, args.data, split, classes_file=args.classes,
+                                                palette_file=args.palette, batch_size=args.batch_size,
+                                                device=args.device)
     print(_metrics_table(metrics))
     if args.confusion:
         from ..train.plots import plot_confusion
@@ -151,9 +162,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=cmd_segment_train)
 
     d = segment.add_parser("eval", help="mIoU, per-class IoU and pixel accuracy of a checkpoint on a data set")
-    d.add_argument("checkpoint", help="run folder or checkpoint file")
+    d.add_argument("checkpoint", help="run folder, checkpoint file, or a file of `lightnets segment export` (.onnx)")
     d.add_argument("data")
     d.add_argument("--split", default="val", help="the split to evaluate: train, val, test, or all (default val)")
+    d.add_argument("--runtime", choices=RUNTIMES, default=None,
+                   help="run an exported .onnx file on this runtime (default onnxruntime)")
+    d.add_argument("--threads", type=positive_int, default=None, help="the runtime's threads (default: its own)")
     d.add_argument("--classes", default=None, metavar="FILE")
     d.add_argument("--palette", default=None, metavar="FILE")
     d.add_argument("--batch-size", type=positive_int, default=4)

@@ -9,7 +9,7 @@ training on the shared run skeleton, prediction overlays, ONNX export and latenc
 
 from .augment import SegmentationAugment, normalize_images
 from .data import SegmentationCache, SegmentationDataset, median_frequency_weights, read_segmentation_data
-from .deploy import OnnxSegmenter, SegmenterExport, export_segmenter
+from .deploy import OnnxSegmenter, SegmenterExport, evaluate_exported, export_segmenter
 from .infer import evaluate_segmenter, load_segmenter, overlay, predict_files, segment_image
 from .latency import SegmenterLatency, segmenter_latency
 from .metrics import IGNORE, confusion_matrix, segmentation_metrics
@@ -36,6 +36,7 @@ __all__ = [
     "confusion_matrix",
     "create_segmenter",
     "evaluate",
+    "evaluate_exported",
     "evaluate_segmenter",
     "evaluation",
     "export_segmenter",

@@ -37,10 +37,12 @@ from ..deploy.onnx import (
     tolerance,
     write_metadata,
 )
-from ..deploy.runtimes import load_onnx, onnx_session
+from ..deploy.runtimes import load_onnx, runtime_runner
 from ..errors import LightnetsError
+from .data import SegmentationCache, read_segmentation_data
 from .infer import load_segmenter
 from .labels import display_colors
+from .metrics import confusion_matrix, segmentation_metrics
 from .model import Segmenter
 
 DEFAULT_INPUT_SIZE = (512, 512)  # (H, W) for a segmenter whose checkpoint_meta names none
@@ -142,9 +144,11 @@ class OnnxSegmenter:
 
     >>> segmenter = OnnxSegmenter("runs/segment/lraspp-mobilenetv3_large_100/best.onnx")
     >>> classes = segmenter(image)   # (H, W) uint8 class indices; segmenter.colors[classes] paints them
+
+    ``runtime`` is any of ``lightnets.deploy.runtimes.RUNTIMES``: ONNX Runtime, or OpenVINO in fp32 or bf16.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, runtime: str = "onnxruntime") -> None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no .onnx file at {str(path)!r} (export one with export_segmenter)")
@@ -161,7 +165,8 @@ class OnnxSegmenter:
             raise LightnetsError(f"{path}'s segmentation metadata is damaged ({type(err).__name__}: {err}); export "
                                  "it again") from None
         self.fixed_size = fixed_input_size(path)
-        self.session = onnx_session(path, threads)
+        self.runtime = runtime
+        self.logits = runtime_runner(path, runtime, threads)  # normalised (1, 3, H, W) -> logits, numpy
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """The class map ``(H, W)`` (uint8) of one RGB uint8 ``(H, W, 3)`` image."""
@@ -173,8 +178,25 @@ class OnnxSegmenter:
         if resize:
             image = np.asarray(Image.fromarray(image).resize(self.fixed_size[::-1], Image.Resampling.BILINEAR))
         x = (image.astype(np.float32) / 255 - self.mean) / self.std
-        logits = self.session.run(None, {"input": np.ascontiguousarray(x.transpose(2, 0, 1)[None])})[0]
+        logits = self.logits(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
         classes = logits[0].argmax(0).astype(np.uint8)
         if resize:
             classes = np.asarray(Image.fromarray(classes).resize((width, height), Image.Resampling.NEAREST))
         return classes
+
+
+def evaluate_exported(path: str | Path, data: str | Path, split: str | None = "val", *, runtime: str = "onnxruntime",
+                      threads: int | None = None, classes_file: str | None = None,
+                      palette_file: str | None = None) -> tuple[dict[str, float], torch.Tensor]:
+    """The metrics and confusion matrix of ``evaluate_segmenter``, for an exported file run by ``runtime``, on the
+    same decoded images: what a runtime or its bf16 arithmetic costs in accuracy is then measured, not assumed."""
+    segmenter = OnnxSegmenter(path, threads, runtime)
+    dataset = read_segmentation_data(data, split, classes_file=classes_file, palette_file=palette_file)
+    if dataset.classes != segmenter.classes:
+        raise LightnetsError(f"{data} has other classes than {path}: {dataset.classes[:12]} against "
+                             f"{segmenter.classes[:12]}")
+    confusion = torch.zeros(len(dataset.classes), len(dataset.classes), dtype=torch.long)
+    for images, masks in SegmentationCache(dataset).batches(1):
+        predicted = torch.from_numpy(segmenter(images[0].permute(1, 2, 0).numpy()))
+        confusion += confusion_matrix(predicted[None], masks, len(dataset.classes))
+    return segmentation_metrics(confusion, dataset.classes), confusion
