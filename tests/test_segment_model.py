@@ -103,3 +103,23 @@ def test_metrics_from_a_hand_made_confusion():
     assert m["miou"] == pytest.approx((100 / 3 + 200 / 3 + 50) / 3)
     assert m["pixel_acc"] == pytest.approx(4 / 6 * 100)
     assert m["mean_acc"] == pytest.approx((50 + 100 + 50) / 3)
+
+
+def test_lraspp_classifies_before_upsampling_with_the_same_logits(monkeypatch):
+    # Figure 10's order (upsample the head's features, then classify) and ours (classify, then upsample the
+    # logits) agree because bilinear weights sum to one; ours upsamples num_classes channels, not head_channels.
+    torch.manual_seed(0)
+    head = create_segmenter("mobilenetv3_small_075", 5, "lraspp", head_channels=32).head.eval()
+    low = torch.randn(1, head.low_classifier.in_channels, 12, 16)
+    high = torch.randn(1, head.branch[0].in_channels, 6, 8)
+    with torch.no_grad():
+        features = torch.nn.functional.interpolate(head.branch(high) * head.scale(high), size=(12, 16),
+                                                   mode="bilinear", align_corners=False)
+        paper_order = head.low_classifier(low) + head.high_classifier(features)
+        channels = []
+        interpolate = torch.nn.functional.interpolate
+        monkeypatch.setattr(torch.nn.functional, "interpolate",
+                            lambda x, *a, **k: channels.append(x.shape[1]) or interpolate(x, *a, **k))
+        ours = head(low, high)
+    assert channels == [5]
+    assert torch.allclose(ours, paper_order, atol=1e-5)
