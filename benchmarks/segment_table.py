@@ -13,6 +13,12 @@ does not depend on them.
 on) beside the new ones, and times every row again here, so that one table's latencies all come from one machine.
 
     python benchmarks/segment_table.py --runs runs/fcn-128 --merge docs/segmentation.json --out docs/segmentation.json
+
+Latency needs only each run's network (its ``config.json``), so it can be timed while the runs still train (paused,
+for a quiet machine) and the training figures read once they end:
+
+    python benchmarks/segment_table.py --runs runs/a,runs/b --latency-only --out latency.json
+    python benchmarks/segment_table.py --runs runs/a,runs/b --latency-from latency.json --out docs/segmentation.json
 """
 
 from __future__ import annotations
@@ -65,20 +71,18 @@ def merged_rows(earlier: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]
     return kept + new
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", required=True, metavar="DIR[,DIR...]", help="segmentation run folders")
-    parser.add_argument("--threads", type=int, default=1, help="threads for the latency (default 1)")
-    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed runs per row, path and size")
-    parser.add_argument("--backends", type=backends_arg, default=["eager", "onnxruntime"], metavar="NAME[,NAME...]",
-                        help="paths to time (default eager,onnxruntime; openvino and openvino_bf16 run the same file)")
-    parser.add_argument("--merge", default=None, metavar="FILE", help="keep the rows of this earlier --out file")
-    parser.add_argument("--out", default=None, help="also write the rows as JSON here")
-    args = parser.parse_args()
-    cpu = cpu_info()
-    rows = [run_row(Path(d), cpu.describe()) for d in args.runs.split(",")]
-    if args.merge:
-        rows = merged_rows(Path(args.merge), rows)
+def timed_rows(rows: list[dict[str, Any]], args: argparse.Namespace, here: str) -> str:
+    """Each row's params, MACs and latencies: timed here, or read from ``--latency-from`` (every row must be in it).
+    Returns the machine they were measured on."""
+    if args.latency_from:
+        earlier = json.loads(Path(args.latency_from).read_text())
+        by_run = {r["run"]: r for r in earlier["rows"]}
+        missing = [r["run"] for r in rows if r["run"] not in by_run]
+        if missing:
+            raise SystemExit(f"{args.latency_from} has no latency for {', '.join(missing)}")
+        for r in rows:
+            r.update({key: by_run[r["run"]][key] for key in ("latency_ms", "params", "macs_480x360")})
+        return earlier["cpu"]
     specs = [{"name": r["run"], **r["segmenter"]} for r in rows]
     timed = segmenter_latency(specs, sizes=SIZES, backends=args.backends, threads=args.threads,
                               min_time=args.min_time)
@@ -87,7 +91,41 @@ def main() -> None:
                            for t in timed if t.name == r["run"] and t.timing is not None}
         r["params"], r["macs_480x360"] = next((t.params, t.macs) for t in timed
                                               if t.name == r["run"] and t.input_size == SIZES[0])
-    print(f"CPU: {cpu.describe()}; latency on {args.threads} thread(s)")
+    return here
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", required=True, metavar="DIR[,DIR...]", help="segmentation run folders")
+    parser.add_argument("--threads", type=int, default=1, help="threads for the latency (default 1)")
+    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed runs per row, path and size")
+    parser.add_argument("--backends", type=backends_arg, default=["eager", "onnxruntime"], metavar="NAME[,NAME...]",
+                        help="paths to time (default eager,onnxruntime; openvino and openvino_bf16 run the same file)")
+    parser.add_argument("--merge", default=None, metavar="FILE", help="keep the rows of this earlier --out file")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="time the runs' networks only, from their config.json (a run may still be training)")
+    parser.add_argument("--latency-from", default=None, metavar="FILE",
+                        help="take params, MACs and latencies from this --latency-only (or earlier --out) file")
+    parser.add_argument("--out", default=None, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    here = cpu_info().describe()
+    dirs = [Path(d) for d in args.runs.split(",")]
+    missing = [str(d) for d in dirs if not (d / "config.json").is_file()]
+    if missing:
+        raise SystemExit(f"not a segmentation run folder (no config.json): {', '.join(missing)}")
+    if args.latency_only:
+        rows = [{"run": d.name, "segmenter": json.loads((d / "config.json").read_text())["segmenter"]} for d in dirs]
+    else:
+        rows = [run_row(d, here) for d in dirs]
+        if args.merge:
+            rows = merged_rows(Path(args.merge), rows)
+    measured_on = timed_rows(rows, args, here)
+    print(f"latency measured on {measured_on}, {args.threads} thread(s)")
+    if args.latency_only:
+        print(format_markdown([{"run": r["run"], **{f"ms {k}": f"{v:.0f}" for k, v in r["latency_ms"].items()}}
+                               for r in rows]))
+        write_rows(args.out, measured_on, args.threads, rows)
+        return
     table = [{"backbone": r["backbone"], "head": r["head"], "RF2": "yes" if r["rf2"] else "no",
               "filters": str(r["filters"]), "OS": str(r["output_stride"]),
               "trained on": r["trained_on"].split(" (")[0], "CPU min": f"{r['used_min']:.1f}",
@@ -101,10 +139,14 @@ def main() -> None:
     classes = list(rows[0]["iou"])
     print(format_markdown([{"row": f"{r['backbone']} {r['head']}-{r['filters']}{' RF2' if r['rf2'] else ''}",
                             **{c: f"{r['iou'][c]:.1f}" for c in classes}} for r in rows]))
-    if args.out:
-        Path(args.out).write_text(json.dumps({"cpu": cpu.describe(), "threads": args.threads,
-                                              "rows": rows}, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    write_rows(args.out, measured_on, args.threads, rows)
+
+
+def write_rows(out: str | None, cpu: str, threads: int, rows: list[dict[str, Any]]) -> None:
+    """The rows as JSON, with the machine their latencies were measured on."""
+    if out:
+        Path(out).write_text(json.dumps({"cpu": cpu, "threads": threads, "rows": rows}, indent=1) + "\n")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
