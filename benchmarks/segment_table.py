@@ -102,12 +102,15 @@ def main() -> None:
     parser.add_argument("--backends", type=backends_arg, default=["eager", "onnxruntime"], metavar="NAME[,NAME...]",
                         help="paths to time (default eager,onnxruntime; openvino and openvino_bf16 run the same file)")
     parser.add_argument("--merge", default=None, metavar="FILE", help="keep the rows of this earlier --out file")
-    parser.add_argument("--latency-only", action="store_true",
-                        help="time the runs' networks only, from their config.json (a run may still be training)")
-    parser.add_argument("--latency-from", default=None, metavar="FILE",
-                        help="take params, MACs and latencies from this --latency-only (or earlier --out) file")
+    latency = parser.add_mutually_exclusive_group()
+    latency.add_argument("--latency-only", action="store_true",
+                         help="time the runs' networks only, from their config.json (a run may still be training)")
+    latency.add_argument("--latency-from", default=None, metavar="FILE",
+                         help="take params, MACs and latencies from this --latency-only (or earlier --out) file")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
+    if args.latency_only and args.merge:
+        parser.error("--merge reads training figures, which --latency-only does not")
     here = cpu_info().describe()
     dirs = [Path(d) for d in args.runs.split(",")]
     missing = [str(d) for d in dirs if not (d / "config.json").is_file()]
