@@ -210,3 +210,68 @@ def test_benchmark_auto_times_every_backend_that_runs_here(capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "onnxruntime" in printed and "eager" in printed and "fastest here for mobilenetv1_025_cifar" in printed
+
+
+def test_frozen_stages_compute_in_bf16_and_the_trained_layers_in_fp32():
+    from lightnets.models import create_model
+    from lightnets.models.base import FROZEN_BF16, autocast_for, set_frozen_amp
+
+    torch.manual_seed(0)
+    model = create_model("mobilenetv3_small_100_cifar").eval()
+    model.freeze_stages(2)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fp32 = model(x)
+    seen = {}
+    for name, module in [("stem", model.stem), *((f"stage{i}", s) for i, s in enumerate(model.stages))]:
+        module.register_forward_hook(lambda m, i, out, name=name: seen.__setitem__(name, out.dtype))
+    set_frozen_amp(model, FROZEN_BF16)
+    with autocast_for(x.device, FROZEN_BF16):
+        mixed = model(x)
+        outs = model.forward_stages(x)
+    frozen = {"stem", "stage0", "stage1"}
+    assert all(seen[n] == torch.bfloat16 for n in frozen)
+    assert all(dtype == torch.float32 for n, dtype in seen.items() if n not in frozen) and len(seen) > 3
+    assert mixed.dtype == torch.float32 and all(out.dtype == torch.float32 for out in outs)
+    assert not torch.equal(mixed, fp32) and torch.allclose(mixed, fp32, rtol=0.1, atol=0.1)
+    mixed.sum().backward()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None for p in trained)
+    set_frozen_amp(model, None)
+    with torch.no_grad():
+        assert torch.equal(model(x), fp32)
+
+
+def test_probe_offers_bf16_for_frozen_stages_only_where_there_are_some(monkeypatch):
+    from lightnets.models import create_model
+    from lightnets.models.base import FROZEN_BF16
+    from lightnets.train.recipes import Recipe
+
+    fake_cpu(monkeypatch, WITH_BF16)
+    asked = fake_timings(monkeypatch, lambda c: {"bf16": 1.5, FROZEN_BF16: 0.7}.get(c.amp, 1.0))
+    model = create_model("mobilenetv1_025_cifar")
+    assert probe_speed(model, (3, 32, 32), 16, channels_last=True, threads=1).amp is None
+    assert [c.amp for c in asked[-1]] == [None, "bf16"]
+    model.freeze_stages(1)
+    choice = probe_speed(model, (3, 32, 32), 16, channels_last=True, threads=1)
+    assert [c.amp for c in asked[-1]] == [None, "bf16", FROZEN_BF16]
+    assert choice.amp == FROZEN_BF16 and choice.line().startswith(f"auto: {FROZEN_BF16}, channels_last")
+    fake_cpu(monkeypatch, NO_BF16)
+    assert probe_speed(model, (3, 32, 32), 16, channels_last=True, threads=1).how == "given"  # fp32 alone
+    with pytest.raises(LightnetsError, match=f"amp {FROZEN_BF16} .* needs --freeze N"):
+        Recipe().replace(amp=FROZEN_BF16)
+
+
+def test_a_run_with_bf16_frozen_stages_records_it_and_resume_keeps_it(tmp_path, monkeypatch, capsys):
+    from lightnets.models.base import FROZEN_BF16
+    from lightnets.train import train
+
+    fake_cpu(monkeypatch, WITH_BF16)
+    fake_timings(monkeypatch, lambda c: 0.5 if c.amp == FROZEN_BF16 else 1.0)
+    out = tmp_path / "run"
+    result = train("mobilenetv1_025_cifar", write_folder(tmp_path / "data"), "fast", out=out, epochs=1, warmup=0,
+                   batch_size=16, freeze=1, channels_last=True, threads=1)
+    assert f"auto: {FROZEN_BF16}, channels_last, 1 thread" in capsys.readouterr().err
+    assert result.config["recipe"]["amp"] == FROZEN_BF16 and 0 <= result.test.top1 <= 100
+    train(resume=out, epochs=2)
+    assert f"recorded: {FROZEN_BF16}" in capsys.readouterr().err

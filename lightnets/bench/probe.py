@@ -31,6 +31,7 @@ from torch import nn
 from .._io import write_text_atomically
 from ..data.dataset import cache_dir
 from ..errors import LightnetsError
+from ..models.base import FROZEN_BF16, LightNet, autocast_for, set_frozen_amp
 from .machine import cpu_info, cuda_native_bf16, device_key, usable_cores
 from .timing import synchronizer, thread_count
 
@@ -40,6 +41,10 @@ CACHE_VERSION = 1
 
 def precision_name(amp: str | None) -> str:
     return amp or "fp32"
+
+
+def has_frozen_prefix(model: nn.Module) -> bool:
+    return any(isinstance(m, LightNet) and m.frozen_stages > 0 for m in model.modules())
 
 
 @dataclass(frozen=True)
@@ -121,12 +126,12 @@ def _tensors(output: Any) -> Iterable[torch.Tensor]:
 def training_step(model: nn.Module, batch: torch.Tensor, amp: str | None) -> Callable[[], None]:
     """A forward, backward and SGD step of ``model`` (changed by it: give a copy) on ``batch``; the loss is the
     mean of every output, which costs what a real loss on those outputs costs to back-propagate."""
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
     model.train()
+    set_frozen_amp(model, amp)
 
     def step() -> None:
-        with torch.autocast(batch.device.type, dtype=dtype, enabled=amp is not None):
+        with autocast_for(batch.device, amp):
             loss = sum(t.float().mean() for t in _tensors(model(batch)))
         loss.backward()
         optimizer.step()
@@ -135,15 +140,17 @@ def training_step(model: nn.Module, batch: torch.Tensor, amp: str | None) -> Cal
     return step
 
 
-def native_precisions(device: torch.device) -> tuple[list[str | None], list[str]]:
-    """The autocast precisions worth probing on ``device`` (fp32 always) and notes on those left out."""
+def native_precisions(device: torch.device, frozen: bool = False) -> tuple[list[str | None], list[str]]:
+    """The autocast precisions worth probing on ``device`` (fp32 always) and notes on those left out; ``frozen``
+    (the model has frozen stages) adds bf16 for those stages alone wherever bf16 is native."""
+    bf16 = ["bf16", FROZEN_BF16] if frozen else ["bf16"]
     if device.type == "cuda":
         if cuda_native_bf16(device):
-            return [None, "bf16"], []
+            return [None, *bf16], []
         return [None, "fp16"], ["bf16 not tried: this GPU has no bf16 units (compute capability < 8.0)"]
     if device.type == "cpu":
         if cpu_info().native_bf16:
-            return [None, "bf16"], []
+            return [None, *bf16], []
         return [None], ["bf16 not tried: this CPU has no bf16 instructions (it would be emulated)"]
     return [None], [f"{device.type}: fp32 only"]
 
@@ -154,19 +161,21 @@ def thread_options(cores: int) -> list[int]:
 
 
 class _Steps:
-    """Training steps of copies of one model, one copy per layout, on random inputs of a given shape."""
+    """Training steps of copies of one model, one copy per layout and frozen-stage precision, on random inputs of
+    a given shape."""
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> None:
         self.model, self.input_shape, self.device = model, input_shape, device
-        self.copies: dict[bool, nn.Module] = {}
+        self.copies: dict[tuple[bool, bool], nn.Module] = {}
 
     def __call__(self, c: Candidate, batch: int) -> Callable[[], None]:
-        if c.channels_last not in self.copies:
+        key = (c.channels_last, c.amp == FROZEN_BF16)
+        if key not in self.copies:
             memory = torch.channels_last if c.channels_last else torch.contiguous_format
-            self.copies[c.channels_last] = copy.deepcopy(self.model).to(self.device, memory_format=memory)
+            self.copies[key] = copy.deepcopy(self.model).to(self.device, memory_format=memory)
         x = torch.randn(batch, *self.input_shape, device=self.device)
         x = x.contiguous(memory_format=torch.channels_last) if c.channels_last else x
-        return training_step(self.copies[c.channels_last], x, c.amp)
+        return training_step(self.copies[key], x, c.amp)
 
 
 def _measure(steps: dict[Candidate, Callable[[], None]], rounds: int, sync: Callable[[], None]
@@ -235,7 +244,7 @@ def probe_speed(model: nn.Module, input_shape: tuple[int, ...], batch: int, devi
     dev = torch.device(device)
     if amp == "fp16" and dev.type != "cuda":
         raise LightnetsError(f"fp16 autocast needs a CUDA device (this one is {dev.type}); use --amp bf16 or auto")
-    precisions, notes = native_precisions(dev) if amp == AUTO else ([amp], [])
+    precisions, notes = native_precisions(dev, has_frozen_prefix(model)) if amp == AUTO else ([amp], [])
     layouts = [True, False] if channels_last == AUTO else [bool(channels_last)]
     if dev.type != "cpu":
         thread_counts: list[int | None] = [None]
@@ -245,7 +254,7 @@ def probe_speed(model: nn.Module, input_shape: tuple[int, ...], batch: int, devi
         thread_counts = list(thread_options(max(1, usable_cores() // processes)))
     first = [Candidate(p, layout, thread_counts[0]) for p in precisions for layout in layouts]
     measured = list(first)
-    if amp == "bf16" and dev.type == "cpu" and not cpu_info().native_bf16:
+    if amp in ("bf16", FROZEN_BF16) and dev.type == "cpu" and not cpu_info().native_bf16:
         measured.append(Candidate(None, layouts[0], thread_counts[0]))  # only to state the slowdown chosen
     if len(measured) == 1 and len(thread_counts) == 1:
         c = first[0]

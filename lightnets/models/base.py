@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,6 +81,29 @@ class FrozenBatchNorm2d(nn.Module):
         return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
 
 
+FROZEN_BF16 = "bf16-frozen"  # a run's amp: fp32 training; only the frozen stem and stages compute in bf16
+
+
+def autocast_for(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
+    """The autocast around a whole forward pass for a run's ``amp``. ``FROZEN_BF16`` has none: the model casts its
+    own frozen prefix (``set_frozen_amp``), since bf16 backward of the trained layers can cost more than it saves."""
+    if amp not in (None, "bf16", "fp16", FROZEN_BF16):
+        raise LightnetsError(f"amp must be None, 'bf16', 'fp16' or {FROZEN_BF16!r}, got {amp!r}")
+    if amp == "fp16" and device.type != "cuda":
+        raise LightnetsError(f"fp16 autocast needs a CUDA device (this one is {device.type}); use bf16")
+    if amp in (None, FROZEN_BF16):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+
+
+def set_frozen_amp(model: nn.Module, amp: str | None) -> None:
+    """Make every ``LightNet`` in ``model`` run its frozen prefix in bf16 when ``amp`` is ``FROZEN_BF16`` (and in
+    the precision around it otherwise)."""
+    for module in model.modules():
+        if isinstance(module, LightNet):
+            module.frozen_bf16 = amp == FROZEN_BF16
+
+
 def _freeze(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
@@ -103,6 +127,8 @@ class LightNet(nn.Module):
     final: nn.Module
     head: ClassifierHead
     feature_info: list[FeatureInfo]
+    frozen_stages = 0  # set by freeze_stages
+    frozen_bf16 = False  # set by set_frozen_amp
 
     def __init__(self, num_classes: int, in_chans: int) -> None:
         check_num_classes(num_classes)
@@ -140,9 +166,18 @@ class LightNet(nn.Module):
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The output of every stage (strides as in ``feature_info``), for a detection neck."""
         self.check_input(x)
-        x = self.stem(x)
-        outs = []
-        for stage in self.stages:
+        prefix = self.frozen_stages if self.frozen_bf16 else 0
+        dtype = x.dtype
+        with torch.autocast(x.device.type, dtype=torch.bfloat16) if prefix else contextlib.nullcontext():
+            x = self.stem(x)
+            outs = []
+            for stage in self.stages[:prefix]:
+                x = stage(x)
+                outs.append(x)
+        if prefix:  # the trained layers see the input's precision again
+            x = x.to(dtype)
+            outs = [out.to(dtype) for out in outs]
+        for stage in self.stages[prefix:]:
             x = stage(x)
             outs.append(x)
         return outs
@@ -172,6 +207,7 @@ class LightNet(nn.Module):
             return
         for module in [self.stem, *self.stages[:count]]:
             _freeze(module)
+        self.frozen_stages = max(self.frozen_stages, count)
 
     def dilate(self, output_stride: int) -> None:
         """Keep the resolution at ``output_stride`` (DeepLab's atrous backbone): each later stage runs its

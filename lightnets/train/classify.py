@@ -26,6 +26,7 @@ from ..data.dataset import subset
 from ..deploy.classifier import predict_images
 from ..errors import LightnetsError
 from ..models import model_info
+from ..models.base import autocast_for
 from ..weights import create_model, data_config, find_weights, is_weight_path
 from .checkpoint import load_checkpoint, load_model
 from .loop import LoopConfig, Task, rank_and_world
@@ -91,10 +92,9 @@ def evaluate_split(model: nn.Module, split: Split, classes: list[str], mean: lis
     n = len(classes)
     confusion = torch.zeros(n, n, dtype=torch.int64, device=device)
     sums = torch.zeros(2, device=device)  # loss sum, top-5 hits
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
     for x, y in eval_batches(split, batch_size, mean, std, device=device, rank=rank, world_size=world,
                              channels_last=channels_last):
-        with torch.autocast(device.type, dtype=dtype, enabled=amp is not None):
+        with autocast_for(device, amp):
             logits = model(x).float()
             if tta:
                 logits = (logits + model(x.flip(3)).float()) / 2

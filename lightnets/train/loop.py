@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from .._io import JsonLog
 from ..errors import LightnetsError
+from ..models.base import autocast_for
 from .checkpoint import first_non_finite, load_optimizer, load_state, optimizer_tensors, save_checkpoint, save_state
 
 METRICS = "metrics.jsonl"
@@ -62,7 +63,7 @@ class LoopConfig:
     """How to run the loop (the task's hyperparameters live in its recipe)."""
 
     epochs: int
-    amp: str | None = None  # None, "bf16" or "fp16" (CUDA only)
+    amp: str | None = None  # None, "bf16", "fp16" (CUDA only) or "bf16-frozen" (see models.base.autocast_for)
     ema: float = 0.0  # EMA decay per step; 0 turns it off
     grad_clip: float | None = None
     time_budget: float | None = None  # seconds of training on the budget clock (see fit); stops early
@@ -129,15 +130,6 @@ def _first_non_finite(model: nn.Module, ema: Ema | None, optimizer: torch.optim.
     return first_non_finite(named)
 
 
-def _autocast(device: torch.device, amp: str | None) -> torch.autocast:
-    if amp not in (None, "bf16", "fp16"):
-        raise LightnetsError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
-    if amp == "fp16" and device.type != "cuda":
-        raise LightnetsError(f"fp16 autocast needs a CUDA device (this one is {device.type}); use bf16")
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype, enabled=amp is not None)
-
-
 def fit(model: nn.Module, task: Task, batches: BatchSource, optimizer: torch.optim.Optimizer,
         schedule: Callable[[float], float], config: LoopConfig, run_dir: str | Path, *,
         evaluate: Evaluate | None = None, meta: dict[str, Any] | None = None, resume: bool = False) -> list[dict]:
@@ -201,7 +193,7 @@ def fit(model: nn.Module, task: Task, batches: BatchSource, optimizer: torch.opt
             lr_mult = schedule(min(1.0, max(step / total_steps, spent)))
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * lr_mult
-            with _autocast(device, config.amp):
+            with autocast_for(device, config.amp):
                 loss, metrics = task(net, batch)
             logged = _mean_over_processes(torch.stack([loss.detach().float(),
                                                        *(v.detach().float() for v in metrics.values())]))

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from ..errors import LightnetsError
+from ..models.base import FROZEN_BF16
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "onecycle", "step", "constant")
-AMP = ("auto", None, "bf16", "fp16")
+AMP = ("auto", None, "bf16", "fp16", FROZEN_BF16)
 LAYOUTS = ("auto", True, False)
 
 
@@ -31,7 +32,8 @@ class Recipe:
     of the epochs. ``wd`` follows PyTorch's
     convention (the gradient gains ``wd * w``; for ``adam`` it is the coupled L2 term, for ``adamw``
     and ``sgd`` the usual decay). ``amp`` is ``"auto"`` (measured on this machine, see ``lightnets.bench.probe``), None
-    (fp32), ``"bf16"`` or ``"fp16"`` (CUDA); ``channels_last`` is ``"auto"``, True or False. A run records the
+    (fp32), ``"bf16"``, ``"fp16"`` (CUDA) or ``"bf16-frozen"`` (fine-tuning with ``freeze``: fp32, the frozen
+    stages in bf16); ``channels_last`` is ``"auto"``, True or False. A run records the
     values it settled on in place of ``"auto"``. ``tta`` averages the logits of each test image and its mirror.
     """
 
@@ -54,7 +56,8 @@ class Recipe:
     rrc_scale: tuple[float, float] | None = field(default=None, metadata={"help": "random-resized-crop area range "
                                                                           "LOW,HIGH (replaces crop and pad)"})
     amp: str | None = field(default="auto", metadata={"choices": AMP, "help": "autocast precision (auto: the "
-                                                      "fastest measured here; none: fp32)"})
+                                                      "fastest measured here; none: fp32; "
+                                                      f"{FROZEN_BF16}: fp32 but the frozen stages in bf16)"})
     channels_last: bool | str = field(default="auto", metadata={"help": "memory layout (default: the faster "
                                                                 "measured here)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
@@ -92,7 +95,9 @@ class Recipe:
             (self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}"),
             (self.grad_clip is None or 0 < self.grad_clip < math.inf,
              f"gradient clipping must be a finite norm > 0 (or none), got {self.grad_clip}"),
-            (self.amp in AMP, f"amp must be one of auto, none, bf16, fp16; got {self.amp!r}"),
+            (self.amp in AMP, f"amp must be one of auto, none, bf16, fp16, {FROZEN_BF16}; got {self.amp!r}"),
+            (self.amp != FROZEN_BF16 or self.freeze > 0, f"amp {FROZEN_BF16} computes the frozen stages in bf16: "
+             "it needs --freeze N"),
             (self.channels_last in LAYOUTS, f"channels_last must be auto, True or False; got {self.channels_last!r}"),
             (self.cutout >= 0 and self.crop_pad >= 0, "cutout and crop padding must be >= 0"),
             (self.freeze >= 0, f"freeze must be a number of stages >= 0, got {self.freeze}"),

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..bench.probe import SpeedChoice, choose_speed
+from ..models.base import set_frozen_amp
 from .loop import rank_and_world
 from .recipes import Recipe
 
@@ -23,7 +24,8 @@ from .recipes import Recipe
 def settle_speed(model: nn.Module, rec: Recipe, input_shape: tuple[int, ...], device: torch.device, *,
                  threads: int | None = None, cache_key: dict[str, Any] | None = None,
                  recorded: dict[str, Any] | None = None, progress: bool = True) -> tuple[Recipe, SpeedChoice]:
-    """The recipe with concrete ``amp`` and ``channels_last``, and the choice (threads included) to run with.
+    """The recipe with concrete ``amp`` and ``channels_last``, and the choice (threads included) to run with;
+    ``model`` is set to compute its frozen stages in the chosen precision.
 
     ``recorded`` is a resumed run's choice, reused as it is except for an explicitly given ``threads``. Under
     DDP the first process probes and the others take its answer, so that all run alike.
@@ -47,6 +49,7 @@ def settle_speed(model: nn.Module, rec: Recipe, input_shape: tuple[int, ...], de
     assert choice is not None
     if progress and rank == 0:
         print(choice.line(), file=sys.stderr)
+    set_frozen_amp(model, choice.amp)
     settled = rec.replace(amp=choice.amp or "none", channels_last=choice.channels_last)
     return settled, choice
 
