@@ -32,6 +32,8 @@ def row(run_dir: Path) -> dict[str, str]:
         "start": config.get("pretrained") or "random init",
         "input": str(config["image_size"]),
         "lr": f"{recipe['lr']:g}",
+        "batch": str(recipe["batch_size"]),
+        "precision": recipe["amp"] or "fp32",
         "frozen stages": str(recipe.get("freeze", 0)),
         "params M": f"{params / 1e6:.2f}",
         "budget min": f"{config['recipe']['budget_min'] or '-'}",
