@@ -3,6 +3,7 @@ train|eval|predict|benchmark` run end to end with resume; a wrong mask stops the
 
 import importlib.util
 import json
+import math
 
 import numpy as np
 import pytest
@@ -167,3 +168,14 @@ def test_pretrained_backbone_brings_its_weights_and_normalisation(tmp_path):
     assert result.config["pretrained"] == "efficientnet_lite0.lukemelas_in1k"
     assert result.config["mean"] == [0.5] * 3 and result.config["std"] == [0.5] * 3
     assert load_segmenter(result.run_dir).checkpoint_meta["mean"] == [0.5] * 3
+
+
+def test_a_frozen_backbone_can_compute_in_bf16_while_the_head_trains_in_fp32(tmp_path, one_thread):
+    data = write_scenes(tmp_path / "scenes", train=4, val=2)
+    recipe = SEGMENTATION_RECIPE.replace(epochs=1, batch_size=4, warmup=0.0, amp="bf16-frozen", freeze=2,
+                                         channels_last=False)
+    result = train_segmenter(data, "mobilenetv3_small_075", head_channels=32, augment=None, recipe=recipe,
+                             out=tmp_path / "run", progress=False)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["recipe"]["amp"] == "bf16-frozen" and config["recipe"]["freeze"] == 2
+    assert math.isfinite(result.history[-1]["train_loss"]) and 0 <= result.metrics["miou"] <= 100
