@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lightnets.bench.machine import cpu_info
 from lightnets.lift import train_lifter
-from lightnets.lift.train import LOSS_NORMS
+from lightnets.lift.train import CRITIC_FRAMES, LOSS_NORMS
 
 ROWS = [  # (2D inputs, KCS path, camera loss)
     ("gt", True, True),
@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--shared-trunk", action="store_true", help="the authors' code's generator layout")
     parser.add_argument("--loss-norm", choices=LOSS_NORMS, default="frobenius",
                         help="frobenius (the paper) or l1 (the authors' code)")
+    parser.add_argument("--critic-frame", choices=CRITIC_FRAMES, default="camera",
+                        help="the critic's 3D poses as the cameras see them, or each in its own torso frame")
     parser.add_argument("--batch-size", type=int, default=None, help="instead of the lifting recipe's 256")
     parser.add_argument("--lr", type=float, default=None, help="instead of the lifting recipe's 1e-3")
     parser.add_argument("--merge", nargs="*", default=None, help="join these json files instead of training")
@@ -78,7 +80,7 @@ def main() -> None:
         cpu = cpu_info()
         machine = {"cpu": cpu.name, "flags": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
                                                 if f in cpu.flags], "python": platform.python_version()}
-        recipe = {"shared_trunk": args.shared_trunk, "loss_norm": args.loss_norm}
+        recipe = {"shared_trunk": args.shared_trunk, "loss_norm": args.loss_norm, "critic_frame": args.critic_frame}
         recipe.update({k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None})
         rows = [run_row(int(i), args.data, args.budget_min, args.threads, Path(args.runs), recipe)
                 for i in args.rows.split(",")]

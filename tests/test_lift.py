@@ -27,7 +27,7 @@ from lightnets.lift import (
     read_keypoints,
     symmetry_error,
 )
-from lightnets.lift.skeleton import FROM_H36M17, FROM_MPII, SYMMETRIC_BONES
+from lightnets.lift.skeleton import FROM_H36M17, FROM_MPII, SYMMETRIC_BONES, torso_frame
 
 # A standing 17-joint Human3.6M pose (mm, z up): Hip, RHip, RKnee, RFoot, LHip, LKnee, LFoot, Spine, Thorax,
 # Neck/Nose, Head, LShoulder, LElbow, LWrist, RShoulder, RElbow, RWrist.
@@ -166,6 +166,20 @@ def test_camera_rotation_recovers_the_rotation_of_a_scaled_orthographic_camera()
     k = 3.0 * r[None, :2]
     recovered = camera_rotation(k)[0]
     assert torch.allclose(recovered, r, atol=1e-5) and float(torch.linalg.det(recovered)) == pytest.approx(1.0)
+
+
+def test_torso_frame_forgets_the_heading_but_not_a_mirror():
+    poses = torch.as_tensor(generated_poses(6, np.random.default_rng(3))[:, FROM_H36M17], dtype=torch.float64)
+    turned = torch.stack([p @ torch.as_tensor(rotation(h, 0.4 * h)).T for p, h in zip(poses, range(-3, 3),
+                                                                                     strict=True)])
+    assert torch.allclose(torso_frame(turned), torso_frame(poses), atol=1e-9)
+    aligned = torso_frame(poses)
+    hips = aligned[:, JOINTS.index("RHip")] - aligned[:, JOINTS.index("LHip")]
+    assert torch.allclose(hips[:, 1:], torch.zeros(6, 2, dtype=torch.float64), atol=1e-9) and (hips[:, 0] > 0).all()
+    spine = aligned[:, JOINTS.index("Hip")] - aligned[:, JOINTS.index("Thorax")]
+    assert (spine[:, 1] > 0).all() and torch.allclose(spine[:, 2], torch.zeros(6, dtype=torch.float64), atol=1e-9)
+    mirrored = poses * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)  # a mirror is no rotation: it stays
+    assert (torso_frame(mirrored) - aligned).abs().amax() > 10
 
 
 def test_reader_projects_ground_truth_maps_detections_and_counts_invalid_rows(h36m):
@@ -319,10 +333,10 @@ def test_train_eval_predict_and_resume_through_the_command_line(tmp_path, h36m, 
     common = ["--data", str(h36m), "--width", "32", "--blocks", "1", "--batch-size", "64", "--threads", "1",
               "--amp", "none", "--quiet"]
     assert main(["lift", "train", *common, "--inputs", "sh", "--epochs", "2", "--shared-trunk", "--loss-norm", "l1",
-                 "--out", str(run)]) == 0
+                 "--critic-frame", "torso", "--out", str(run)]) == 0
     record = json.loads((run / "config.json").read_text())
     assert record["kind"] == "lift" and record["skipped"] == {"train": 0, "test": 3}
-    assert record["loss_norm"] == "l1" and record["lifter"]["shared_trunk"]
+    assert record["loss_norm"] == "l1" and record["lifter"]["shared_trunk"] and record["critic_frame"] == "torso"
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2] and all(math.isfinite(r["val_p1_mm"]) for r in lines)
     assert main(["lift", "train", "--resume", str(run), "--epochs", "3", "--quiet"]) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..lift.train import LOSS_NORMS, RECIPE_FIELDS_UNUSED
+from ..lift.train import CRITIC_FRAMES, LOSS_NORMS, RECIPE_FIELDS_UNUSED
 from ..report import format_table
 from .options import add_recipe_options, device_name, positive_int, recipe_overrides
 
@@ -19,7 +19,7 @@ def cmd_lift_train(args: argparse.Namespace) -> int:
 
     result = train_lifter(args.data, inputs=args.inputs, kcs=not args.no_kcs, camera_loss=not args.no_camera_loss,
                           width=args.width, blocks=args.blocks, shared_trunk=args.shared_trunk,
-                          loss_norm=args.loss_norm, recipe=LIFT_RECIPE, out=args.out,
+                          loss_norm=args.loss_norm, critic_frame=args.critic_frame, recipe=LIFT_RECIPE, out=args.out,
                           exist_ok=args.exist_ok, resume=args.resume, device=args.device,
                           progress=not args.quiet, **recipe_overrides(args, exclude=RECIPE_FIELDS_UNUSED))
     print(_summary(result.metrics))
@@ -74,6 +74,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "camera network share their first residual block")
     d.add_argument("--loss-norm", choices=LOSS_NORMS, default="frobenius", help="reprojection and camera loss: the "
                    "paper's Frobenius norm, or the authors' code's joint-weighted L1")
+    d.add_argument("--critic-frame", choices=CRITIC_FRAMES, default="camera", help="the frame of the critic's 3D "
+                   "poses: as the training cameras see them, or each pose's own torso frame (aligned, as the authors')")
     add_recipe_options(d, None, exclude=RECIPE_FIELDS_UNUSED)
     d.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads (default: the fastest measured here)")

@@ -98,3 +98,18 @@ def symmetry_error(poses: torch.Tensor) -> torch.Tensor:
     left = lengths[..., [left for left, _ in SYMMETRIC_BONES]]
     right = lengths[..., [right for _, right in SYMMETRIC_BONES]]
     return (left - right).abs().mean(dim=-1)
+
+
+def torso_frame(poses: torch.Tensor) -> torch.Tensor:
+    """Poses (..., joints, 3) turned into their own torso's frame: x from the left hip to the right, y down the
+    spine (from the thorax towards the pelvis, made orthogonal to x), z their cross product. Every pose then faces
+    the same way, as the authors' training poses are "aligned to a template"; the rotation has determinant +1, so
+    no pose is mirrored."""
+    joint = {name: i for i, name in enumerate(JOINTS)}
+    across = poses[..., joint["RHip"], :] - poses[..., joint["LHip"], :]
+    x = across / across.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    down = poses[..., joint["Hip"], :] - poses[..., joint["Thorax"], :]
+    down = down - (down * x).sum(-1, keepdim=True) * x
+    y = down / down.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    rotation = torch.stack([x, y, torch.linalg.cross(x, y)], dim=-2)  # rows: the new axes
+    return poses @ rotation.transpose(-1, -2)

@@ -31,7 +31,7 @@ from ..train.speed import settle_speed
 from .data import INPUTS, TEST_SUBJECTS, TRAIN_SUBJECTS, PoseSet, normalize_2d, read_h36m
 from .metrics import lifting_metrics
 from .model import RepNet, create_lifter, in_camera_frame
-from .skeleton import JOINTS
+from .skeleton import JOINTS, torso_frame
 
 KIND = "lift"
 BETAS = (0.5, 0.9)
@@ -44,9 +44,15 @@ LIFT_RECIPE = Recipe(epochs=20, batch_size=256, opt="adam", lr=1e-3, wd=0.0, sch
 EVAL_EVERY = 8  # the per-epoch evaluation uses every 8th test row; `lightnets lift eval` uses them all
 
 
-def _centred(pose3d: np.ndarray) -> torch.Tensor:
-    """3D poses in metres, centred on their mean joint like the normalised 2D, for the critic."""
+CRITIC_FRAMES = ("camera", "torso")
+
+
+def _centred(pose3d: np.ndarray, frame: str = "camera") -> torch.Tensor:
+    """3D poses in metres, centred on their mean joint like the normalised 2D, for the critic: as each training
+    camera sees them (``frame`` "camera"), or each turned into its own torso's frame ("torso", ``torso_frame``)."""
     pose = torch.as_tensor(pose3d, dtype=torch.float32) / 1000
+    if frame == "torso":
+        pose = torso_frame(pose)
     return pose - pose.mean(dim=1, keepdim=True)
 
 
@@ -54,9 +60,10 @@ class LiftBatches:
     """Each epoch: every training 2D pose once (shuffled), each batch beside as many 3D poses drawn at random from
     the 3D pool; both orders are functions of (seed, epoch) alone, so resume is exact."""
 
-    def __init__(self, train: PoseSet, pool: PoseSet, batch_size: int, seed: int, device: torch.device) -> None:
+    def __init__(self, train: PoseSet, pool: PoseSet, batch_size: int, seed: int, device: torch.device,
+                 critic_frame: str = "camera") -> None:
         self.inputs = normalize_2d(torch.as_tensor(train.pose2d)).to(device)
-        self.real = _centred(pool.pose3d).to(device)
+        self.real = _centred(pool.pose3d, critic_frame).to(device)
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.steps_per_epoch = len(self.inputs) // batch_size
         if self.steps_per_epoch < 1:
@@ -146,14 +153,16 @@ def evaluation(test: PoseSet) -> Evaluate:
 
 def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = True, camera_loss: bool = True,
                  width: int = 1000, blocks: int = 2, shared_trunk: bool = False, loss_norm: str = "frobenius",
-                 recipe: str | Recipe = LIFT_RECIPE,
+                 critic_frame: str = "camera", recipe: str | Recipe = LIFT_RECIPE,
                  out: str | Path | None = None, exist_ok: bool = False, resume: str | Path | None = None,
                  device: str | None = None, threads: int | None = None, progress: bool = True,
                  **overrides: Any) -> RunResult:
     """Train RepNet on Human3.6M (the npz of ``read_h36m``): 2D ``inputs`` ("gt" or "sh") of the training subjects
     S1, S5, S6, S7, S8 for the generator, their 3D poses (unpaired) for the critic; evaluated on S9 and S11.
     ``kcs`` and ``camera_loss`` are the paper's ablations; ``shared_trunk`` and ``loss_norm`` "l1" are the authors'
-    released code (see ``RepNet`` and ``LiftTask``). ``resume`` continues the run in that folder."""
+    released code (see ``RepNet`` and ``LiftTask``). ``critic_frame`` "torso" shows the critic every 3D pose in its
+    own torso's frame (the authors align theirs to a template), which leaves the view to the camera network alone.
+    ``resume`` continues the run in that folder."""
     recorded = None
     if resume is not None:
         run = Run.resume(resume, KIND)
@@ -162,6 +171,7 @@ def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = Tru
         data, inputs, kcs, camera_loss = cfg["data"], cfg["inputs"], cfg["kcs"], cfg["camera_loss"]
         width, blocks = cfg["lifter"]["width"], cfg["lifter"]["blocks"]
         shared_trunk, loss_norm = cfg["lifter"].get("shared_trunk", False), cfg.get("loss_norm", "frobenius")
+        critic_frame = cfg.get("critic_frame", "camera")
         recorded = cfg.get("speed")
     else:
         if data is None:
@@ -170,6 +180,8 @@ def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = Tru
             raise LightnetsError(f"unknown 2D inputs {inputs!r}; choose from {', '.join(INPUTS)}")
         if loss_norm not in LOSS_NORMS:
             raise LightnetsError(f"unknown loss norm {loss_norm!r}; choose from {', '.join(LOSS_NORMS)}")
+        if critic_frame not in CRITIC_FRAMES:
+            raise LightnetsError(f"unknown critic frame {critic_frame!r}; choose from {', '.join(CRITIC_FRAMES)}")
         rec = get_recipe(recipe, **overrides)
         refuse_existing(out, exist_ok)
         run = None
@@ -183,14 +195,14 @@ def train_lifter(data: str | Path | None, *, inputs: str = "gt", kcs: bool = Tru
     with thread_count(speed.threads):
         model = model.to(dev)
         config = {"data": str(data), "inputs": inputs, "kcs": kcs, "camera_loss": camera_loss, "loss_norm": loss_norm,
-                  "lifter": model.config,
+                  "critic_frame": critic_frame, "lifter": model.config,
                   "recipe": rec.to_dict(), "train_subjects": list(TRAIN_SUBJECTS), "test_subjects": list(TEST_SUBJECTS),
                   "train_poses": len(train_set), "test_poses": len(test_set),
                   "skipped": {"train": train_set.skipped, "test": test_set.skipped}, "device": str(dev),
                   "threads": torch.get_num_threads(), "speed": speed.to_dict(), "torch": torch.__version__,
                   "lightnets": __version__}
         run = run or Run.start(out, f"repnet-{inputs}", KIND, config, exist_ok=exist_ok)
-        batches = LiftBatches(train_set, train_set, rec.batch_size, rec.seed, dev)
+        batches = LiftBatches(train_set, train_set, rec.batch_size, rec.seed, dev, critic_frame)
         held = test_set.subset(np.arange(0, len(test_set), EVAL_EVERY))
         meta = {"task": "lifting", "lifter": model.config, "inputs": inputs, "recipe": rec.to_dict(),
                 "joints": "lightnets", "speed": speed.to_dict()}
