@@ -7,7 +7,14 @@ import torch
 from lightnets import LightnetsError, create_model, data_config
 from lightnets.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from lightnets.pose import LSP_FLIP_PAIRS, flip_permutation
-from lightnets.pose.heatmaps import decode_heatmaps, flip_heatmaps, flip_keypoints, gaussian_heatmaps, heatmap_loss
+from lightnets.pose.heatmaps import (
+    decode_heatmaps,
+    flip_heatmaps,
+    flip_keypoints,
+    gaussian_heatmaps,
+    heatmap_loss,
+    unzoom_heatmaps,
+)
 from lightnets.pose.model import create_pose_machine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -81,6 +88,24 @@ def test_targets_decode_back_to_their_keypoints(stride):
     decoded, confidence = decode_heatmaps(targets, stride)
     assert (decoded - keypoints).abs().max() < 0.1  # input pixels; a half-pixel slip would be stride / 2
     assert (confidence > 0.5).all() and (confidence <= 1).all()
+
+
+@pytest.mark.parametrize("zoom", [0.8, 1.25])
+def test_maps_of_a_zoomed_crop_unzoom_onto_the_crop_at_scale_1(zoom):
+    """A joint at crop point p sits at (p - S/2) * zoom + S/2 in the crop magnified ``zoom`` times; its maps, unzoomed,
+    decode back to p (multi-scale testing averages such maps)."""
+    size, stride = 128, 4
+    keypoints = random_keypoints(3, 14, size, size, margin=40)
+    zoomed = (keypoints - size / 2) * zoom + size / 2
+    maps, _ = gaussian_heatmaps(zoomed, torch.ones(3, 14, dtype=torch.bool), (size // stride, size // stride), stride,
+                                sigma=2.0)
+    decoded, _ = decode_heatmaps(unzoom_heatmaps(maps, zoom), stride)
+    # Bilinear resampling shifts a peak by a fraction of an output px; a wrong zoom or centre would move joints 24 px
+    # from the centre by 5 px or more, a pixel-centre slip by stride / 2.
+    assert (decoded - keypoints).abs().max() < 0.15 * stride
+    assert torch.equal(unzoom_heatmaps(maps, 1.0), maps)
+    with pytest.raises(LightnetsError, match="zoom"):
+        unzoom_heatmaps(maps, 0.0)
 
 
 @pytest.mark.parametrize("stride", [4, 8])

@@ -29,7 +29,7 @@ from lightnets.pose import (
     train_pose,
     write_keypoints,
 )
-from lightnets.pose.crops import CONTEXT, crop_batch
+from lightnets.pose.crops import CONTEXT, centre_crops, crop_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,6 +100,15 @@ def bright_spot(image: torch.Tensor) -> torch.Tensor:
     weight = torch.where(weight > weight.max() / 3, weight, torch.zeros_like(weight))
     ys, xs = torch.meshgrid(torch.arange(weight.shape[0]) + 0.5, torch.arange(weight.shape[1]) + 0.5, indexing="ij")
     return torch.stack([(xs * weight).sum(), (ys * weight).sum()]) / weight.sum()
+
+
+def test_a_zoomed_centre_crop_magnifies_about_the_centre() -> None:
+    images = torch.full((1, 3, 48, 48), 128, dtype=torch.uint8)
+    images[0, :, 17:20, 29:32] = 255  # a dot at (30.5, 18.5) cache px: (22.5, 10.5) in the 32 px centre crop
+    for zoom in (0.8, 1.0, 1.25):
+        spot = bright_spot(centre_crops(images, 32, MEAN, STD, zoom)[0])
+        expected = (torch.tensor([22.5, 10.5]) - 16) * zoom + 16
+        assert (spot - expected).norm() < 0.3, (zoom, spot)
 
 
 def test_joints_move_with_every_augmentation_and_flips_swap_sides() -> None:
@@ -189,6 +198,11 @@ def test_command_line_train_eval_and_errors(dataset_dir: Path, tmp_path: Path, c
     assert main(["pose", "eval", str(out), str(dataset_dir), "--names", "im00011,im00012"]) == 0
     printed = capsys.readouterr().out
     assert "PCK@0.2" in printed and "right_ankle" in printed
+    assert main(["pose", "eval", str(out), str(dataset_dir), "--names", "im00011,im00012", "--zooms", "0.8,1,1.2"]) == 0
+    assert "PCK@0.2" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["pose", "eval", str(out), str(dataset_dir), "--zooms", "1,0"])
+    assert "zooms > 0" in capsys.readouterr().err
     assert main(["pose", "eval", str(out), str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
     drawn = tmp_path / "drawn"

@@ -26,6 +26,17 @@ def _names(text: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+def _zooms(text: str) -> tuple[float, ...]:
+    """``Z[,Z...]`` test zooms, each > 0 (``0.8,1,1.2``)."""
+    try:
+        zooms = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        zooms = ()
+    if not zooms or not all(z > 0 for z in zooms):
+        raise argparse.ArgumentTypeError(f"expected zooms > 0 such as 0.8,1,1.2, got {text!r}")
+    return zooms
+
+
 def _pck_table(report, joint_names: list[str]) -> str:
     from ..pose.task import pck_rows
 
@@ -59,7 +70,7 @@ def cmd_pose_eval(args: argparse.Namespace) -> int:
     from ..pose import evaluate_pose, plot_pck_curve
 
     report, dataset, _ = evaluate_pose(args.checkpoint, args.data, args.names, flip_test=not args.no_flip_test,
-                                       device=args.device)
+                                       zooms=args.zooms, device=args.device)
     print(f"{len(dataset)} records of {args.data}")
     print(_pck_table(report, dataset.joint_names))
     if args.curve:
@@ -155,6 +166,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--names", type=_names, default=None, metavar="FIRST,LAST",
                    help="only the images named FIRST to LAST (e.g. im09001,im10000)")
     d.add_argument("--no-flip-test", action="store_true", help="without averaging in the mirrored crop")
+    d.add_argument("--zooms", type=_zooms, default=(1.0,), metavar="Z[,Z...]", help="multi-scale test: average "
+                   "the maps of the crop magnified by each zoom (e.g. 0.8,1,1.2; default 1)")
     d.add_argument("--curve", default=None, metavar="PNG", help="also draw the PCK curve there")
     d.add_argument("--device", type=device_name, default=None)
     d.set_defaults(func=cmd_pose_eval)

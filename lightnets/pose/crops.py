@@ -15,6 +15,7 @@ Coordinates follow :mod:`lightnets.pose.heatmaps`: continuous, an image of width
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -191,10 +192,13 @@ def _sample(images: torch.Tensor, input_size: int, mean: Sequence[float], std: S
     return x, matrix, centre, flipped
 
 
-def centre_crops(images: torch.Tensor, input_size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def centre_crops(images: torch.Tensor, input_size: int, mean: Sequence[float], std: Sequence[float],
+                 zoom: float = 1.0) -> torch.Tensor:
     """The normalised unaugmented network input of cached crops: their centre ``input_size`` at scale 1, what
-    evaluation sees and :meth:`PoseCache.to_image` maps back from."""
-    return _sample(images, input_size, mean, std, IDENTITY, None)[0]
+    evaluation sees and :meth:`PoseCache.to_image` maps back from; ``zoom`` > 1 magnifies it about the centre
+    (crop point ``p`` then shows what ``p / zoom`` shows at scale 1), for multi-scale testing."""
+    augment = IDENTITY if zoom == 1 else dataclasses.replace(IDENTITY, scale=(zoom, zoom))
+    return _sample(images, input_size, mean, std, augment, None)[0]
 
 
 def crop_batch(images: torch.Tensor, keypoints: torch.Tensor, visible: torch.Tensor, input_size: int,

@@ -141,3 +141,16 @@ def flip_keypoints(keypoints: torch.Tensor, visible: torch.Tensor, width: float 
     width = torch.as_tensor(width, dtype=keypoints.dtype, device=keypoints.device).reshape(-1, 1)
     mirrored = torch.stack([width - keypoints[..., 0], keypoints[..., 1]], dim=-1)
     return mirrored[:, perm], visible[:, perm]
+
+
+def unzoom_heatmaps(heatmaps: torch.Tensor, zoom: float) -> torch.Tensor:
+    """Maps ``(B, C, h, w)`` of a crop magnified ``zoom`` times about its centre, resampled (bilinear) into the
+    frame of the crop at scale 1, so that maps of several zooms can be averaged (multi-scale testing). Where the
+    magnified crop did not reach, the maps are 0."""
+    if zoom <= 0:
+        raise LightnetsError(f"a test zoom must be > 0, got {zoom!r}")
+    theta = torch.zeros(len(heatmaps), 2, 3, dtype=heatmaps.dtype, device=heatmaps.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = zoom
+    grid = torch.nn.functional.affine_grid(theta, list(heatmaps.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(heatmaps, grid, mode="bilinear", padding_mode="zeros",
+                                           align_corners=False)

@@ -47,11 +47,12 @@ def _flip_perm(meta: dict) -> list[int]:
 
 
 def evaluate_pose(checkpoint: str | Path | PoseMachine, data: str | Path | KeypointDataset,
-                  names: tuple[str, str] | None = None, *, flip_test: bool = True, device: str | None = None
-                  ) -> tuple[PCKReport, KeypointDataset, np.ndarray]:
+                  names: tuple[str, str] | None = None, *, flip_test: bool = True, zooms: Sequence[float] = (1.0,),
+                  device: str | None = None) -> tuple[PCKReport, KeypointDataset, np.ndarray]:
     """PCK (torso-normalised, every threshold) of a checkpoint on the person crops of ``data`` (only the image
     names in ``names``, first and last, when given), the records scored and their predicted keypoints in image
-    px. The data's joints must be the checkpoint's, in its order."""
+    px; ``zooms`` besides 1 average in the maps of the crop magnified so (multi-scale testing). The data's joints
+    must be the checkpoint's, in its order."""
     model = _model(checkpoint, device)
     meta = model.checkpoint_meta
     dataset = data if isinstance(data, KeypointDataset) else read_keypoint_data(data)
@@ -61,7 +62,8 @@ def evaluate_pose(checkpoint: str | Path | PoseMachine, data: str | Path | Keypo
         raise LightnetsError(f"{dataset.source.path} has other joints than the checkpoint: {dataset.joint_names} "
                              f"against {meta['joint_names']}")
     cache = PoseCache(dataset, meta["input_size"]).to(next(model.parameters()).device)
-    report, found = evaluate(model, cache, meta["mean"], meta["std"], _flip_perm(meta) if flip_test else None)
+    report, found = evaluate(model, cache, meta["mean"], meta["std"], _flip_perm(meta) if flip_test else None,
+                             zooms=zooms)
     return report, dataset, found.numpy()
 
 

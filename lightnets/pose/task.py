@@ -14,7 +14,7 @@ from torch import nn
 
 from ..data.loader import Shards
 from .crops import IDENTITY, PoseAugment, PoseCache, centre_crops, crop_batch
-from .heatmaps import DEFAULT_SIGMA, decode_heatmaps, flip_heatmaps, gaussian_heatmaps, heatmap_loss
+from .heatmaps import DEFAULT_SIGMA, decode_heatmaps, flip_heatmaps, gaussian_heatmaps, heatmap_loss, unzoom_heatmaps
 from .metrics import PCKReport, evaluate_pck
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -69,11 +69,12 @@ class PoseTask:
 
 @torch.inference_mode()
 def predict_crops(model: nn.Module, cache: PoseCache, mean: Sequence[float], std: Sequence[float],
-                  flip_perm: Sequence[int] | None = None, batch_size: int = 32
+                  flip_perm: Sequence[int] | None = None, batch_size: int = 32, zooms: Sequence[float] = (1.0,)
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(keypoints (N, K, 2) in the photos' px, confidence (N, K))`` for every cached record from its centred
     crop, decoded from the last stage. With ``flip_perm`` the maps are averaged with those of the mirrored crop
-    (flip test-time augmentation). The model's mode is restored afterwards."""
+    (flip test-time augmentation); with several ``zooms``, with those of the crop magnified so many times about its
+    centre (multi-scale testing, ``unzoom_heatmaps``). The model's mode is restored afterwards."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -82,11 +83,14 @@ def predict_crops(model: nn.Module, cache: PoseCache, mean: Sequence[float], std
     try:
         for start in range(0, len(cache), batch_size):
             index = torch.arange(start, min(start + batch_size, len(cache)))
-            images = centre_crops(cache.images[index.to(cache.images.device)].to(device), cache.input_size,
-                                  mean, std)
-            maps = model(images)[-1].float()
-            if flip_perm is not None:
-                maps = (maps + flip_heatmaps(model(images.flip(-1))[-1].float(), flip_perm)) / 2
+            crops = cache.images[index.to(cache.images.device)].to(device)
+            maps = 0
+            for zoom in zooms:
+                images = centre_crops(crops, cache.input_size, mean, std, zoom)
+                zoomed = model(images)[-1].float()
+                if flip_perm is not None:
+                    zoomed = (zoomed + flip_heatmaps(model(images.flip(-1))[-1].float(), flip_perm)) / 2
+                maps = maps + (zoomed if zoom == 1 else unzoom_heatmaps(zoomed, zoom)) / len(zooms)
             points, peak = decode_heatmaps(maps, stride)
             found.append(cache.to_image(points.cpu(), index))
             confidence.append(peak.cpu())
@@ -96,10 +100,11 @@ def predict_crops(model: nn.Module, cache: PoseCache, mean: Sequence[float], std
 
 
 def evaluate(model: nn.Module, cache: PoseCache, mean: Sequence[float], std: Sequence[float],
-             flip_perm: Sequence[int] | None = None, batch_size: int = 32) -> tuple[PCKReport, torch.Tensor]:
+             flip_perm: Sequence[int] | None = None, batch_size: int = 32, zooms: Sequence[float] = (1.0,)
+             ) -> tuple[PCKReport, torch.Tensor]:
     """Every PCK figure (:func:`evaluate_pck`, torso-normalised, in the photos' px) of the model on the cached
-    records, and the predicted keypoints."""
-    found, _ = predict_crops(model, cache, mean, std, flip_perm, batch_size)
+    records, and the predicted keypoints (``flip_perm`` and ``zooms`` as :func:`predict_crops`)."""
+    found, _ = predict_crops(model, cache, mean, std, flip_perm, batch_size, zooms)
     visible = cache.visible.cpu().numpy()
     return evaluate_pck(found.numpy(), cache.original.numpy(), visible), found
 
