@@ -94,6 +94,46 @@ def test_the_merge_keeps_one_box_per_object_and_drops_border_fragments() -> None
     assert merged.labels.tolist() == [0, 1, 0, 0]
 
 
+def greedy_reference(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, cut: torch.Tensor,
+                     iou: float) -> list[int]:
+    """The merge's rule one box at a time: whole boxes by score, then cut ones; each against the kept boxes."""
+    order = sorted(range(len(boxes)), key=lambda i: (bool(cut[i]), -float(scores[i]), i))
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1e-9)
+    kept: list[int] = []
+    for i in order:
+        suppressed = False
+        for j in kept:
+            if labels[j] != labels[i]:
+                continue
+            overlap = (torch.minimum(boxes[i, 2:], boxes[j, 2:]) - torch.maximum(boxes[i, :2], boxes[j, :2]))
+            overlap = overlap.clamp(min=0).prod()
+            measure = overlap / area[i] if cut[i] else overlap / (area[i] + area[j] - overlap)
+            suppressed |= bool(measure >= iou)
+        if not suppressed:
+            kept.append(i)
+    return sorted(kept, key=lambda i: (-float(scores[i]), i))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_merge_makes_the_greedy_choice_on_crowded_tiles(seed: int) -> None:
+    # Clusters of jittered duplicates of many sizes (more than one merge chunk), some cut, two classes.
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(300, 2, generator=g) * 2000
+    sizes = 10 + torch.rand(300, 1, generator=g) * 300
+    copies = 4
+    centre = centres.repeat_interleave(copies, 0) + torch.randn(300 * copies, 2, generator=g) * 8
+    half = sizes.repeat_interleave(copies, 0) * (1 + 0.2 * torch.rand(300 * copies, 1, generator=g)) / 2
+    boxes = torch.cat([centre - half, centre + half], dim=1)
+    scores = torch.rand(len(boxes), generator=g)
+    labels = torch.randint(0, 2, (len(boxes),), generator=g)
+    cut = torch.rand(len(boxes), generator=g) < 0.3
+    merged = merge_tiles(boxes, scores, labels, cut, iou=0.5)
+    expected = greedy_reference(boxes, scores, labels, cut, 0.5)
+    assert 300 < len(expected) < len(boxes)  # the case merges many boxes and keeps many
+    torch.testing.assert_close(merged.boxes, boxes[expected])
+    assert merged.labels.tolist() == labels[expected].tolist()
+
+
 def test_a_large_page_is_found_box_for_box() -> None:
     image, truth = page_with_squares(1100, 740, 40)
     config = TileConfig(size=256, overlap=64, batch=4)

@@ -171,23 +171,52 @@ def merge_tiles(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
     order = torch.cat([order[~cut[order]], order[cut[order]]])
     boxes, scores, labels, cut = boxes[order], scores[order], labels[order], cut[order]
     kept = torch.zeros(len(boxes), dtype=torch.bool)
-    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1e-9)
     for label in labels.unique():
-        chosen: list[int] = []  # compared with the kept boxes only: memory grows with the objects, not the boxes
-        for i in torch.nonzero(labels == label).flatten().tolist():
-            if chosen:
-                others = boxes[chosen]
-                overlap = (torch.minimum(boxes[i, 2:], others[:, 2:]) -
-                           torch.maximum(boxes[i, :2], others[:, :2])).clamp(min=0).prod(-1)
-                # A whole box: IoU; a possibly cut one: the share of its own area inside the kept box.
-                measure = overlap / area[i] if cut[i] else overlap / (area[i] + area[chosen] - overlap)
-                if (measure >= iou).any():
-                    continue
-            chosen.append(i)
-        kept[chosen] = True
+        members = torch.nonzero(labels == label).flatten()
+        kept[members] = _greedy_keep(boxes[members], cut[members], iou)
     index = torch.nonzero(kept).flatten()
     index = index[torch.argsort(scores[index], descending=True, stable=True)]
     return Detections(boxes[index], scores[index], labels[index])
+
+
+MERGE_CHUNK = 512  # boxes compared with their x-neighbours at a time: memory of MERGE_CHUNK x neighbours
+
+
+def _greedy_keep(boxes: torch.Tensor, cut: torch.Tensor, iou: float) -> torch.Tensor:
+    """``merge_tiles``' greedy choice over boxes already in priority order, without a Python step per box.
+
+    Box ``b`` conflicts with an earlier box ``a`` when its measure (IoU for a whole box, the share of its own area
+    for a cut one) reaches ``iou``; only pairs that overlap in x are compared (boxes sorted by their left edge), so a
+    page of tens of thousands of boxes costs seconds, not minutes. ``b`` is kept unless a kept ``a`` conflicts."""
+    n = len(boxes)
+    if n == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1e-9)
+    by_left = torch.argsort(boxes[:, 0], stable=True)
+    lefts = boxes[by_left, 0].contiguous()
+    widest = (boxes[:, 2] - boxes[:, 0]).max()
+    later, earlier = [], []
+    for start in range(0, n, MERGE_CHUNK):
+        rows = by_left[start:start + MERGE_CHUNK]
+        low = torch.searchsorted(lefts, boxes[rows, 0].min() - widest, side="right")
+        high = torch.searchsorted(lefts, boxes[rows, 2].max(), side="left")
+        cols = by_left[low:high]
+        overlap = (torch.minimum(boxes[rows, None, 2:], boxes[None, cols, 2:]) -
+                   torch.maximum(boxes[rows, None, :2], boxes[None, cols, :2])).clamp(min=0).prod(-1)
+        union = area[rows, None] + area[None, cols] - overlap
+        measure = torch.where(cut[rows, None], overlap / area[rows, None], overlap / union)
+        b, a = torch.nonzero((measure >= iou) & (cols[None, :] < rows[:, None]), as_tuple=True)
+        later.append(rows[b])
+        earlier.append(cols[a])
+    later_all, earlier_all = torch.cat(later).numpy(), torch.cat(earlier).numpy()
+    grouped = np.argsort(later_all, kind="stable")
+    later_all, earlier_all = later_all[grouped], earlier_all[grouped]
+    keep = np.ones(n, dtype=bool)
+    targets = np.unique(later_all)
+    starts, ends = np.searchsorted(later_all, targets, "left"), np.searchsorted(later_all, targets, "right")
+    for b, lo, hi in zip(targets.tolist(), starts.tolist(), ends.tolist(), strict=True):
+        keep[b] = not keep[earlier_all[lo:hi]].any()  # every earlier box is settled: the pairs run in order of b
+    return torch.from_numpy(keep)
 
 
 def tile_config(spec: str | TileConfig | None, input_size: int, recorded: dict | None = None,
