@@ -186,8 +186,9 @@ def _greedy_keep(boxes: torch.Tensor, cut: torch.Tensor, iou: float) -> torch.Te
     """``merge_tiles``' greedy choice over boxes already in priority order, without a Python step per box.
 
     Box ``b`` conflicts with an earlier box ``a`` when its measure (IoU for a whole box, the share of its own area
-    for a cut one) reaches ``iou``; only boxes that overlap in x are compared (sorted by their left edge), and only the pairs that touch are measured, so a
-    page of tens of thousands of boxes costs seconds, not minutes. ``b`` is kept unless a kept ``a`` conflicts."""
+    for a cut one) reaches ``iou``. Only boxes that overlap in x are compared (sorted by their left edge) and only
+    pairs that touch are measured, so a page of tens of thousands of boxes takes seconds, not minutes. ``b`` is kept
+    unless a kept ``a`` conflicts with it."""
     n = len(boxes)
     if n == 0:
         return torch.zeros(0, dtype=torch.bool)
