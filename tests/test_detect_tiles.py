@@ -97,21 +97,17 @@ def test_the_merge_keeps_one_box_per_object_and_drops_border_fragments() -> None
 def greedy_reference(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, cut: torch.Tensor,
                      iou: float) -> list[int]:
     """The merge's rule one box at a time: whole boxes by score, then cut ones; each against the kept boxes."""
-    order = sorted(range(len(boxes)), key=lambda i: (bool(cut[i]), -float(scores[i]), i))
-    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1e-9)
+    b, s, lab, c = boxes.numpy(), scores.numpy(), labels.numpy(), cut.numpy()
+    order = sorted(range(len(b)), key=lambda i: (bool(c[i]), -float(s[i]), i))
+    area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9)
     kept: list[int] = []
     for i in order:
-        suppressed = False
-        for j in kept:
-            if labels[j] != labels[i]:
-                continue
-            overlap = (torch.minimum(boxes[i, 2:], boxes[j, 2:]) - torch.maximum(boxes[i, :2], boxes[j, :2]))
-            overlap = overlap.clamp(min=0).prod()
-            measure = overlap / area[i] if cut[i] else overlap / (area[i] + area[j] - overlap)
-            suppressed |= bool(measure >= iou)
-        if not suppressed:
+        others = np.array([j for j in kept if lab[j] == lab[i]], dtype=int)
+        overlap = (np.minimum(b[i, 2:], b[others, 2:]) - np.maximum(b[i, :2], b[others, :2])).clip(min=0).prod(-1)
+        measure = overlap / area[i] if c[i] else overlap / (area[i] + area[others] - overlap)
+        if not (measure >= iou).any():
             kept.append(i)
-    return sorted(kept, key=lambda i: (-float(scores[i]), i))
+    return sorted(kept, key=lambda i: (-float(s[i]), i))
 
 
 @pytest.mark.parametrize("seed", range(3))
