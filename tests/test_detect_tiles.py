@@ -120,9 +120,12 @@ def test_the_merge_makes_the_greedy_choice_on_crowded_tiles(seed: int) -> None:
     centre = centres.repeat_interleave(copies, 0) + torch.randn(300 * copies, 2, generator=g) * 8
     half = sizes.repeat_interleave(copies, 0) * (1 + 0.2 * torch.rand(300 * copies, 1, generator=g)) / 2
     boxes = torch.cat([centre - half, centre + half], dim=1)
+    # A fragment cut at a tile border near the right edge of each object: far from its left edge, inside it.
+    fragments = torch.cat([centres + sizes / 2 - 12, centres + sizes / 2 - 2], dim=1)
+    boxes = torch.cat([boxes, fragments])
     scores = torch.rand(len(boxes), generator=g)
-    labels = torch.randint(0, 2, (len(boxes),), generator=g)
-    cut = torch.rand(len(boxes), generator=g) < 0.3
+    labels = torch.cat([torch.randint(0, 2, (300 * copies,), generator=g), torch.zeros(300, dtype=torch.long)])
+    cut = torch.cat([torch.rand(300 * copies, generator=g) < 0.3, torch.ones(300, dtype=torch.bool)])
     merged = merge_tiles(boxes, scores, labels, cut, iou=0.5)
     expected = greedy_reference(boxes, scores, labels, cut, 0.5)
     assert 300 < len(expected) < len(boxes)  # the case merges many boxes and keeps many
