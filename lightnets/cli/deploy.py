@@ -79,12 +79,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.input_size:
         info = dataclasses.replace(info, input_size=args.input_size)
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
-    if precision == "int8":
-        from ..bench.machine import cpu_info
-
-        if not cpu_info().vnni:
-            print(f"lightnets: warning: this CPU ({cpu_info().name}) has no VNNI (int8 dot-product) instructions: "
-                  "int8 may run no faster than fp32 here; the comparison below measures it", file=sys.stderr)
     suffix = "" if precision == "fp32" else f"_{precision}"
     output = Path(args.output or f"{info.model_name}{suffix}.onnx")
     check = torch.from_numpy(load_images(args.images, info, 64)[0]) if args.images else None
@@ -96,6 +90,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"check against PyTorch on {inputs}: max |logit difference| {result.max_abs_diff:.2e}, "
           f"top-1 agreement {100 * result.top1_agreement:.1f}%")
     if precision == "int8":
+        from ..bench.machine import cpu_info
+
+        if not cpu_info().vnni:  # said before the comparison it explains, not before an argument error
+            print(f"lightnets: warning: this CPU ({cpu_info().name}) has no VNNI (int8 dot-product) instructions: "
+                  "int8 may run no faster than fp32 here; the comparison below measures it", file=sys.stderr)
         test_dir = args.test or args.images or args.calibration
         rows = compare_int8(model, info, result.path, test_dir, opset=args.opset, dynamic_batch=args.dynamic_batch,
                             limit=args.test_limit, threads=args.threads)
